@@ -1,0 +1,34 @@
+# Two entry points for people: `make demo` and `make test`. Both install what they
+# need first; the ComfyUI environment is cached under $(FUNART_CACHE_DIR).
+PYTHON ?= python3
+VENV := .venv
+FUNART_CACHE_DIR ?= $(HOME)/.cache/funart-runtime
+export FUNART_CACHE_DIR
+
+.PHONY: install comfyui demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed comfyui
+
+comfyui:
+	bash scripts/install-comfyui.sh "$(FUNART_CACHE_DIR)"
+
+demo: install
+	$(VENV)/bin/python scripts/demo.py
+
+test: install lint
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check funart_runtime handlers tests bench scripts
+	$(VENV)/bin/mypy
+
+bench: install
+	$(VENV)/bin/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) .demo *.egg-info

@@ -1,0 +1,65 @@
+"""The ``funart`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .errors import FunartError
+from .logs import setup_logging
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command_handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.command_handler(args))
+    except FunartError as exc:
+        print(f"funart: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="funart", description="Run ComfyUI on Function Compute: workspace, api, control."
+    )
+    parser.add_argument("--version", action="version", version=f"funart-runtime {__version__}")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the FC custom-runtime server of a role")
+    serve.add_argument("role", choices=["api"], help="function role to serve")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument(
+        "--port", type=int, default=None,
+        help="port to bind (default $FC_CUSTOM_LISTEN_PORT, else 9000)",
+    )
+    serve.set_defaults(command_handler=_serve)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    port = args.port or settings.listen_port
+
+    from handlers.api import create_app
+
+    app = create_app(settings)
+    logger.info("funart %s serving role %s on %s:%s", __version__, args.role, args.host, port)
+    web.run_app(app, host=args.host, port=port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

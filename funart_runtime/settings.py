@@ -1,0 +1,159 @@
+"""Settings: every environment variable the runtime reads, parsed once into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+# Variable name -> (field name, what it accepts, for error messages).
+_VARIABLES: dict[str, tuple[str, str]] = {
+    "FUNART_NAS_ROOT": ("nas_root", "an absolute path"),
+    "FUNART_COMFYUI_DIR": ("comfyui_dir", "an absolute path to the ComfyUI tree"),
+    "FUNART_PYTHON": ("python", "a path to the interpreter that runs ComfyUI"),
+    "FUNART_COMFYUI_PORT": ("comfyui_port", "an integer port from 1 to 65535"),
+    "FUNART_COMFYUI_ARGS": ("comfyui_args", "command-line arguments in shell syntax"),
+    "FUNART_WORK_DIR": ("work_dir", "an absolute path on local disk"),
+    "FUNART_SNAPSHOT": ("snapshot", "a snapshot name, or empty"),
+    "FUNART_OSS_ENDPOINT": ("oss_endpoint", "an OSS endpoint such as oss-cn-hangzhou.aliyuncs.com"),
+    "FUNART_OSS_BUCKET": ("oss_bucket", "a bucket name, or empty to disable uploads"),
+    "FUNART_OSS_PREFIX": ("oss_prefix", "an object key prefix without leading '/'"),
+    "FUNART_OSS_URL_EXPIRES_S": ("oss_url_expires_s", "an integer number of seconds >= 1"),
+    "FUNART_JOB_TIMEOUT_S": ("job_timeout_s", "a number of seconds > 0"),
+    "FUNART_READY_TIMEOUT_S": ("ready_timeout_s", "a number of seconds > 0"),
+    "FUNART_PRESTOP_TIMEOUT_S": ("prestop_timeout_s", "a number of seconds >= 0"),
+    "FUNART_BASE64_MAX_BYTES": ("base64_max_bytes", "an integer number of bytes >= 0"),
+    "FUNART_ALLOW_PRIVATE_URLS": ("allow_private_urls", "true or false"),
+    "FUNART_LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
+    "FC_CUSTOM_LISTEN_PORT": ("listen_port", "an integer port from 1 to 65535"),
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": ("access_key_id", "an AccessKey ID"),
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ("access_key_secret", "an AccessKey secret"),
+    "ALIBABA_CLOUD_SECURITY_TOKEN": ("security_token", "an STS security token"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class Settings(BaseModel):
+    """The runtime's configuration. Build it with ``Settings.from_env``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nas_root: Path = Path("/mnt/auto")
+    comfyui_dir: Path = Path("/root/comfyui")
+    python: Path = Path("/root/venv/bin/python")
+    comfyui_port: int = Field(8188, ge=1, le=65535)
+    comfyui_args: tuple[str, ...] = ()
+    work_dir: Path = Path("/tmp/funart")
+    snapshot: str = ""
+    oss_endpoint: str = ""
+    oss_bucket: str = ""
+    oss_prefix: str = "funart"
+    oss_url_expires_s: int = Field(3600, ge=1)
+    job_timeout_s: float = Field(600.0, gt=0)
+    ready_timeout_s: float = Field(300.0, gt=0)
+    prestop_timeout_s: float = Field(60.0, ge=0)
+    # 16 MiB of raw bytes is about 21 MiB of base64, inside FC's 32 MB response budget.
+    base64_max_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    allow_private_urls: bool = False
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    listen_port: int = Field(9000, ge=1, le=65535)
+    access_key_id: str = Field("", repr=False)
+    access_key_secret: str = Field("", repr=False)
+    security_token: str = Field("", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default ``os.environ``).
+
+        Raises ConfigError naming the variable, its value and what it accepts.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for variable, (field, accepted) in _VARIABLES.items():
+            raw = env.get(variable)
+            if raw is None:
+                continue
+            values[field] = _convert(variable, field, raw.strip(), accepted)
+
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise _config_error(exc, env) from None
+
+        _check_paths(settings)
+        return settings
+
+    @property
+    def comfyui_url(self) -> str:
+        return f"http://127.0.0.1:{self.comfyui_port}"
+
+    @property
+    def oss_enabled(self) -> bool:
+        return bool(self.oss_bucket and self.oss_endpoint)
+
+
+def _convert(variable: str, field: str, raw: str, accepted: str) -> Any:
+    if field == "allow_private_urls":
+        lowered = raw.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise _invalid(variable, raw, accepted)
+
+    if field == "comfyui_args":
+        try:
+            return tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise _invalid(variable, raw, f"{accepted} ({exc})") from None
+
+    if field == "oss_prefix":
+        return raw.strip("/")
+
+    if field == "log_level":
+        return raw.upper()
+
+    if field in {"comfyui_port", "listen_port", "oss_url_expires_s", "base64_max_bytes"}:
+        try:
+            return int(raw)
+        except ValueError:
+            raise _invalid(variable, raw, accepted) from None
+
+    if field.endswith("_s"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise _invalid(variable, raw, accepted) from None
+
+    return raw
+
+
+def _check_paths(settings: Settings) -> None:
+    for variable in ("FUNART_NAS_ROOT", "FUNART_COMFYUI_DIR", "FUNART_WORK_DIR"):
+        field = _VARIABLES[variable][0]
+        path: Path = getattr(settings, field)
+        if not path.is_absolute():
+            raise _invalid(variable, str(path), _VARIABLES[variable][1])
+
+
+def _invalid(variable: str, raw: str, accepted: str) -> ConfigError:
+    return ConfigError(
+        f"Invalid value for {variable}: {raw!r}. Expected {accepted}.",
+        details={"variable": variable, "value": raw, "accepted": accepted},
+    )
+
+
+def _config_error(exc: ValidationError, env: Mapping[str, str]) -> ConfigError:
+    by_field = {field: (variable, accepted) for variable, (field, accepted) in _VARIABLES.items()}
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    variable, accepted = by_field.get(field, (field, "a valid value"))
+    return _invalid(variable, env.get(variable, str(error.get("input"))), accepted)
