@@ -5,17 +5,25 @@ VENV := .venv
 FUNART_CACHE_DIR ?= $(HOME)/.cache/funart-runtime
 export FUNART_CACHE_DIR
 
-.PHONY: install comfyui demo test lint bench clean
+.PHONY: install comfyui checkpoint demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed comfyui
+COMFY_ENV := $(FUNART_CACHE_DIR)/comfyui-0.3.75
+TEST_CHECKPOINT := $(FUNART_CACHE_DIR)/models/checkpoints/funart-test-sd15.safetensors
+
+install: $(VENV)/.installed comfyui checkpoint
 
 comfyui:
 	bash scripts/install-comfyui.sh "$(FUNART_CACHE_DIR)"
+
+# A 2.1 GB SD 1.5-layout checkpoint with random weights, built once (about 25 s).
+checkpoint: $(VENV)/.installed comfyui
+	$(VENV)/bin/funart model make-test-checkpoint --out "$(TEST_CHECKPOINT)" \
+		--python "$(COMFY_ENV)/venv/bin/python" --comfyui-dir "$(COMFY_ENV)/ComfyUI"
 
 demo: install
 	$(VENV)/bin/python scripts/demo.py

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,6 +15,7 @@ from . import __version__
 from .errors import FunartError
 from .logs import setup_logging
 from .settings import Settings
+from .test_checkpoint import ensure_test_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,25 @@ def _parser() -> argparse.ArgumentParser:
         help="port to bind (default $FC_CUSTOM_LISTEN_PORT, else 9000)",
     )
     serve.set_defaults(command_handler=_serve)
+
+    model = commands.add_parser("model", help="model files for tests and the demo")
+    model_commands = model.add_subparsers(title="model commands")
+    checkpoint = model_commands.add_parser(
+        "make-test-checkpoint",
+        help="build an SD 1.5-layout checkpoint with random weights (2.1 GB, about 25 s)",
+    )
+    checkpoint.add_argument("--out", type=Path, required=True, help="file to write (.safetensors)")
+    checkpoint.add_argument(
+        "--python", type=Path, default=None,
+        help="ComfyUI's interpreter (default $FUNART_PYTHON)",
+    )
+    checkpoint.add_argument(
+        "--comfyui-dir", type=Path, default=None,
+        help="ComfyUI tree (default $FUNART_COMFYUI_DIR)",
+    )
+    checkpoint.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    checkpoint.add_argument("--force", action="store_true", help="rebuild even if cached")
+    checkpoint.set_defaults(command_handler=_make_test_checkpoint)
     return parser
 
 
@@ -58,6 +80,22 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logger.info("funart %s serving role %s on %s:%s", __version__, args.role, args.host, port)
     web.run_app(app, host=args.host, port=port, print=None, access_log=None)
+    return 0
+
+
+def _make_test_checkpoint(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    info = ensure_test_checkpoint(
+        args.out.resolve(),
+        python=args.python or settings.python,
+        comfyui_dir=args.comfyui_dir or settings.comfyui_dir,
+        seed=args.seed,
+        force=args.force,
+    )
+    state = "built" if info.built else "cached"
+    print(json.dumps({"path": str(info.path), "sha256": info.sha256, "bytes": info.bytes,
+                      "state": state}))
     return 0
 
 

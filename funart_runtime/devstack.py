@@ -60,6 +60,24 @@ class ComfyEnv:
         return destination
 
 
+def test_checkpoint_path() -> Path:
+    """Return where ``make checkpoint`` builds the random-weights SD 1.5 checkpoint."""
+    cache = Path(os.environ.get("FUNART_CACHE_DIR", DEFAULT_CACHE_DIR))
+    return cache / "models" / "checkpoints" / "funart-test-sd15.safetensors"
+
+
+def link_test_checkpoint(nas_root: Path) -> Path:
+    """Put the test checkpoint into ``<nas_root>/models/checkpoints`` as a symlink."""
+    source = test_checkpoint_path()
+    if not source.is_file():
+        raise RuntimeError(f"No test checkpoint at {source}. Run `make checkpoint`.")
+    target = nas_root / "models" / "checkpoints" / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(source)
+    return target
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

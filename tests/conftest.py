@@ -87,6 +87,7 @@ def start_api(
         bucket=BUCKET,
         extra={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET, **(extra or {})},
     )
+    devstack.link_test_checkpoint(base / "nas")
     server = devstack.ApiServer(env, base / "api.log").start()
     harness = ApiHarness(server, base / "work", base / "nas")
     if initialize:

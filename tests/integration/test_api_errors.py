@@ -107,7 +107,8 @@ def test_missing_checkpoint_lists_available(api: ApiHarness) -> None:
     errors = [e for e in body["details"]["node_errors"] if e["input_name"] == "ckpt_name"]
     assert errors[0]["node_id"] == "1"
     assert errors[0]["type"] == "value_not_in_list"
-    assert errors[0]["available"] == ["exists.safetensors"]
+    assert errors[0]["available"] == ["exists.safetensors", "funart-test-sd15.safetensors"]
+    assert "funart-test-sd15.safetensors" in body["error_message"]
 
 
 def test_unknown_node_named(api: ApiHarness) -> None:
