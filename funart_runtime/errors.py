@@ -10,8 +10,9 @@ with ``status`` as the HTTP status: 4xx for the caller's mistakes, 5xx for ours.
     FunartError
     ├── BadRequestError (400)
     │   ├── InvalidJSONError, UIFormatWorkflowError, InvalidWorkflowError
-    │   ├── WorkflowValidationError, UnknownNodeError
+    │   ├── WorkflowValidationError, UnknownNodeError, URLNotAllowedError
     │   └── OutputTooLargeError (413)
+    ├── TaskNotFoundError (404), TaskConflictError (409), TooManyJobsError (429)
     ├── ConfigError (500)
     ├── ComfyUIError (502)
     │   ├── ComfyUIStartError, ComfyUIExitedError
@@ -38,10 +39,12 @@ class FunartError(Exception):
         details: dict[str, Any] | None = None,
         code: str | None = None,
         status: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
         if code is not None:
             self.code = code
         if status is not None:
@@ -83,6 +86,25 @@ class WorkflowValidationError(BadRequestError):
 
 class UnknownNodeError(BadRequestError):
     code = "UNKNOWN_NODE_CLASS"
+
+
+class URLNotAllowedError(BadRequestError):
+    code = "URL_NOT_ALLOWED"
+
+
+class TaskNotFoundError(FunartError):
+    status = 404
+    code = "TASK_NOT_FOUND"
+
+
+class TaskConflictError(FunartError):
+    status = 409
+    code = "TASK_ALREADY_FINISHED"
+
+
+class TooManyJobsError(FunartError):
+    status = 429
+    code = "TOO_MANY_JOBS"
 
 
 class OutputTooLargeError(BadRequestError):

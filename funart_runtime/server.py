@@ -27,8 +27,6 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 EXECUTOR_KEY = web.AppKey("executor", ThreadPoolExecutor)
-# Jobs block a thread each while ComfyUI works; this bounds threads, not ComfyUI's queue.
-MAX_WORKER_THREADS = 64
 
 
 class RoleService(Protocol):
@@ -49,7 +47,9 @@ def task_id(request: web.Request) -> str:
 
 
 def error_response(error: FunartError, request: web.Request) -> web.Response:
-    return web.json_response(error.to_body(request_id(request)), status=error.status)
+    return web.json_response(
+        error.to_body(request_id(request)), status=error.status, headers=error.headers
+    )
 
 
 @web.middleware
@@ -96,10 +96,10 @@ async def run_blocking(request: web.Request, function: Callable[..., T], *args: 
     return await loop.run_in_executor(request.app[EXECUTOR_KEY], call)
 
 
-def build_app(service: RoleService) -> web.Application:
+def build_app(service: RoleService, *, worker_threads: int = 16) -> web.Application:
     """Create the app with the lifecycle and health routes of ``service``."""
     app = web.Application(middlewares=[context_middleware], client_max_size=64 * 1024 * 1024)
-    app[EXECUTOR_KEY] = ThreadPoolExecutor(MAX_WORKER_THREADS, thread_name_prefix="funart-job")
+    app[EXECUTOR_KEY] = ThreadPoolExecutor(worker_threads, thread_name_prefix="funart-job")
 
     async def initialize(request: web.Request) -> web.Response:
         return web.json_response(await run_blocking(request, service.initialize))

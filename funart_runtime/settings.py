@@ -30,6 +30,11 @@ _VARIABLES: dict[str, tuple[str, str]] = {
     "FUNART_PRESTOP_TIMEOUT_S": ("prestop_timeout_s", "a number of seconds >= 0"),
     "FUNART_BASE64_MAX_BYTES": ("base64_max_bytes", "an integer number of bytes >= 0"),
     "FUNART_ALLOW_PRIVATE_URLS": ("allow_private_urls", "true or false"),
+    "FUNART_MAX_JOBS": ("max_jobs", "an integer number of jobs >= 1"),
+    "FUNART_WEBHOOK_SECRET": ("webhook_secret", "a shared secret for webhook signatures"),
+    "FUNART_WEBHOOK_ATTEMPTS": ("webhook_attempts", "an integer number of attempts >= 1"),
+    "FUNART_WEBHOOK_BACKOFF_S": ("webhook_backoff_s", "a number of seconds >= 0"),
+    "FUNART_PROGRESS_INTERVAL_S": ("progress_interval_s", "a number of seconds >= 0"),
     "FUNART_LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
     "FC_CUSTOM_LISTEN_PORT": ("listen_port", "an integer port from 1 to 65535"),
     "ALIBABA_CLOUD_ACCESS_KEY_ID": ("access_key_id", "an AccessKey ID"),
@@ -37,6 +42,10 @@ _VARIABLES: dict[str, tuple[str, str]] = {
     "ALIBABA_CLOUD_SECURITY_TOKEN": ("security_token", "an STS security token"),
 }
 
+_INTEGER_FIELDS = {
+    "comfyui_port", "listen_port", "oss_url_expires_s", "base64_max_bytes", "max_jobs",
+    "webhook_attempts",
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -63,6 +72,12 @@ class Settings(BaseModel):
     # 16 MiB of raw bytes is about 21 MiB of base64, inside FC's 32 MB response budget.
     base64_max_bytes: int = Field(16 * 1024 * 1024, ge=0)
     allow_private_urls: bool = False
+    # Jobs one instance admits at once (running plus waiting in ComfyUI's queue).
+    max_jobs: int = Field(32, ge=1)
+    webhook_secret: str = Field("", repr=False)
+    webhook_attempts: int = Field(4, ge=1)
+    webhook_backoff_s: float = Field(1.0, ge=0)
+    progress_interval_s: float = Field(1.0, ge=0)
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     listen_port: int = Field(9000, ge=1, le=65535)
     access_key_id: str = Field("", repr=False)
@@ -121,7 +136,7 @@ def _convert(variable: str, field: str, raw: str, accepted: str) -> Any:
     if field == "log_level":
         return raw.upper()
 
-    if field in {"comfyui_port", "listen_port", "oss_url_expires_s", "base64_max_bytes"}:
+    if field in _INTEGER_FIELDS:
         try:
             return int(raw)
         except ValueError:

@@ -13,7 +13,7 @@ from .errors import BadRequestError, InvalidJSONError, InvalidWorkflowError, UIF
 
 # Keys of a wrapped body that carry the workflow, in the order they are looked up.
 _WORKFLOW_KEYS = ("prompt", "workflow")
-_FLAGS = ("output_oss", "output_base64", "output_temp")
+_FLAGS = ("output_oss", "output_base64", "output_temp", "stream")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -27,12 +27,14 @@ class RunOptions:
     output_oss: bool | None = None
     output_base64: bool = False
     output_temp: bool = False
+    stream: bool = False
 
 
 @dataclass(frozen=True)
 class RunRequest:
     workflow: dict[str, Any]
     options: RunOptions
+    webhook_url: str | None = None
 
 
 def parse_run_request(body: bytes, query: Mapping[str, str]) -> RunRequest:
@@ -55,9 +57,10 @@ def parse_run_request(body: bytes, query: Mapping[str, str]) -> RunRequest:
         output_oss=_flag(flags, "output_oss", None),
         output_base64=bool(_flag(flags, "output_base64", False)),
         output_temp=bool(_flag(flags, "output_temp", False)),
+        stream=bool(_flag(flags, "stream", False)),
     )
     check_api_workflow(workflow)
-    return RunRequest(workflow=workflow, options=options)
+    return RunRequest(workflow=workflow, options=options, webhook_url=_webhook_url(wrapper))
 
 
 def is_ui_format(document: Mapping[str, Any]) -> bool:
@@ -171,6 +174,18 @@ def _unwrap(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         'as {"prompt": {...}}.',
         details={"keys": sorted(document)[:20]},
     )
+
+
+def _webhook_url(wrapper: Mapping[str, Any]) -> str | None:
+    url = wrapper.get("webhook_url")
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequestError(
+            f"Invalid webhook_url {url!r}: it must be an http(s) URL string.",
+            code="INVALID_PARAMETER", details={"parameter": "webhook_url"},
+        )
+    return url.strip()
 
 
 def _ui_format_error() -> UIFormatWorkflowError:

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 import websocket
 
-from ..errors import ComfyUIError, JobTimeoutError
+from ..errors import ComfyUIError, JobCancelledError, JobTimeoutError
 from ..logs import log_call, prompt_id_var
 from . import protocol
 
@@ -49,7 +49,7 @@ class ComfyClient:
         *,
         liveness: Callable[[], None] | None = None,
         http_timeout_s: float = 30.0,
-        ws_read_timeout_s: float = 5.0,
+        ws_read_timeout_s: float = 1.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.ws_url = "ws" + self.base_url[len("http"):] + "/ws"
@@ -128,24 +128,43 @@ class ComfyClient:
 
     # ---- one job ----------------------------------------------------------
 
+    def queue_ids(self) -> set[str]:
+        """Return the prompt ids ComfyUI is running or holding in its queue."""
+        with log_call(logger, "comfyui.get_queue"):
+            response = self.session.get(f"{self.base_url}/queue", timeout=self.http_timeout_s)
+        document = _json(response)
+        items = document.get("queue_running", []) + document.get("queue_pending", [])
+        return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
+
     def run(
         self,
         workflow: dict[str, Any],
         *,
         deadline_s: float,
         on_event: EventCallback | None = None,
+        cancel_requested: Callable[[], bool] | None = None,
     ) -> JobResult:
-        """Run ``workflow`` to its end and return its history entry."""
-        client_id = uuid.uuid4().hex
-        deadline = time.monotonic() + deadline_s
-        ws = self._connect(client_id)
+        """Run ``workflow`` to its end and return its history entry.
+
+        ``cancel_requested`` is polled about once a second; when it returns true the
+        prompt is interrupted if it runs, or removed from ComfyUI's queue if it waits.
+        """
+        job = _Job(
+            client_id=uuid.uuid4().hex,
+            deadline=time.monotonic() + deadline_s,
+            on_event=on_event,
+            cancel_requested=cancel_requested or (lambda: False),
+        )
+        if job.cancel_requested():
+            raise _cancelled_error("before it was queued")
+        ws = self._connect(job.client_id)
         try:
             started = time.monotonic()
-            prompt_id = self.submit(workflow, client_id)
-            prompt_id_var.set(prompt_id)
+            job.prompt_id = self.submit(workflow, job.client_id)
+            prompt_id_var.set(job.prompt_id)
             logger.info("Job queued")
-            events, entry = self._follow(ws, client_id, prompt_id, deadline, on_event)
-            return JobResult(prompt_id, entry, time.monotonic() - started, events)
+            events, entry = self._follow(ws, job)
+            return JobResult(job.prompt_id, entry, time.monotonic() - started, events)
         finally:
             if ws is not None:
                 ws.close()
@@ -163,25 +182,22 @@ class ComfyClient:
             return None
 
     def _follow(
-        self,
-        ws: websocket.WebSocket | None,
-        client_id: str,
-        prompt_id: str,
-        deadline: float,
-        on_event: EventCallback | None,
+        self, ws: websocket.WebSocket | None, job: _Job
     ) -> tuple[list[str], dict[str, Any]]:
         events: list[str] = []
+        prompt_id = job.prompt_id
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = job.deadline - time.monotonic()
             if remaining <= 0:
                 self._give_up(prompt_id)
+            self._handle_cancel(job)
 
             if ws is None:
                 entry = self._check_history(prompt_id)
                 if entry is not None:
                     return events, entry
                 time.sleep(min(1.0, max(remaining, 0)))
-                ws = self._connect(client_id)
+                ws = self._connect(job.client_id)
                 continue
 
             try:
@@ -203,10 +219,24 @@ class ComfyClient:
             if message is None:
                 continue
             events.append(str(message.get("type")))
-            if on_event is not None:
-                on_event(message)
+            if job.on_event is not None:
+                job.on_event(message)
             if protocol.is_own_terminal_event(message, prompt_id):
-                return events, self._final_history(prompt_id, deadline)
+                return events, self._final_history(prompt_id, job.deadline)
+
+    def _handle_cancel(self, job: _Job) -> None:
+        if not job.cancel_sent:
+            if not job.cancel_requested():
+                return
+            logger.info("Cancel requested; interrupting the prompt")
+            self.interrupt(job.prompt_id)
+            job.cancel_sent = True
+
+        # A running prompt ends through its own events and history. A prompt removed
+        # from the queue before it started leaves neither, so it ends here.
+        if job.prompt_id in self.queue_ids() or self.history(job.prompt_id):
+            return
+        raise _cancelled_error("while it waited in ComfyUI's queue")
 
     def _check_history(self, prompt_id: str) -> dict[str, Any] | None:
         self.liveness()
@@ -237,6 +267,20 @@ class ComfyClient:
             "Raise the timeout or use async invocation for long jobs.",
             details={"prompt_id": prompt_id},
         )
+
+
+@dataclass
+class _Job:
+    client_id: str
+    deadline: float
+    on_event: EventCallback | None
+    cancel_requested: Callable[[], bool]
+    prompt_id: str = ""
+    cancel_sent: bool = False
+
+
+def _cancelled_error(when: str) -> JobCancelledError:
+    return JobCancelledError(f"The job was cancelled {when}.")
 
 
 def _parse_frame(frame: str | bytes) -> dict[str, Any] | None:

@@ -100,11 +100,14 @@ def test_audio_output_is_flac(api: ApiHarness, bucket: oss2.Bucket) -> None:
 
 
 def test_animated_webp_output(api: ApiHarness, bucket: oss2.Bucket) -> None:
+    # Two frames of different colours: identical frames may be merged into a still image.
     workflow = {
-        "1": wf.empty_image(32, 32, batch=3),
-        "2": {
+        "1": wf.empty_image(32, 32, color=0xFF0000),
+        "2": wf.empty_image(32, 32, color=0x0000FF),
+        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "4": {
             "class_type": "SaveAnimatedWEBP",
-            "inputs": {"images": ["1", 0], "filename_prefix": "anim/a", "fps": 6.0,
+            "inputs": {"images": ["3", 0], "filename_prefix": "anim/a", "fps": 6.0,
                        "lossless": False, "quality": 50, "method": "fastest"},
         },
     }
