@@ -102,7 +102,7 @@ class ApiService:
 
     def health(self) -> dict[str, Any]:
         return {
-            "comfyui": self.process.state,
+            "comfyui": self.process.current_state,
             "comfyui_pid": self.process.pid,
             "running_jobs": len(self._jobs),
             "max_jobs": self.settings.max_jobs,

@@ -108,7 +108,7 @@ class TaskRecorder:
 
     def set_status(self, status: str, **fields: Any) -> None:
         with self._lock:
-            if self.document["status"] == status and not fields:
+            if self.document["status"] == status and not fields and self._last_write:
                 return
             self.document["status"] = status
             self.document.update(fields)

@@ -18,6 +18,7 @@ TEST_NODES = Path(__file__).resolve().parent / "comfyui_nodes" / "funart_test_no
 BUCKET = "funart-test"
 # A secret distinctive enough to search the logs for; moto does not check signatures.
 SECRET = "s3cret-never-in-logs-7f3a"
+WEBHOOK_SECRET = "webhook-secret-for-tests"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,20 @@ class ApiHarness:
             f"{self.url}/api/serverless/run{query}", data=data, timeout=timeout, **kwargs
         )
 
+    def run_async(self, body: Any, task_id: str, timeout: float = 180) -> requests.Response:
+        """Deliver ``body`` as FC delivers an async call: the task id in a header."""
+        return self.run(body, timeout=timeout, headers={
+            "X-Fc-Invocation-Type": "Async", "x-fc-async-task-id": task_id,
+        })
+
+    def status(self, task_id: str) -> requests.Response:
+        return requests.get(f"{self.url}/api/serverless/status", params={"task_id": task_id},
+                            timeout=30)
+
+    def cancel(self, task_id: str) -> requests.Response:
+        return requests.post(f"{self.url}/api/serverless/cancel", params={"task_id": task_id},
+                             timeout=60)
+
     def health(self) -> dict[str, Any]:
         return dict(requests.get(f"{self.url}/health", timeout=10).json())
 
@@ -103,6 +118,11 @@ def api(
     comfy_tree: Path,
     moto: devstack.MotoServer,
 ) -> Iterator[ApiHarness]:
-    harness = start_api(tmp_path_factory, comfy_env, comfy_tree, moto, "api")
+    harness = start_api(
+        tmp_path_factory, comfy_env, comfy_tree, moto, "api",
+        extra={"FUNART_ALLOW_PRIVATE_URLS": "true", "FUNART_WEBHOOK_SECRET": WEBHOOK_SECRET,
+               "FUNART_WEBHOOK_ATTEMPTS": "3", "FUNART_WEBHOOK_BACKOFF_S": "0.05",
+               "FUNART_PROGRESS_INTERVAL_S": "0.2"},
+    )
     yield harness
     harness.server.stop()

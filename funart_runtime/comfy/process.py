@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,11 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+# The kernel sends the death signal when the *thread* that forked the child exits,
+# so every ComfyUI is started from this one long-lived thread.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funart-spawn")
+
+
 class ComfyProcess:
     """Start, watch, restart and stop one ComfyUI process."""
 
@@ -185,6 +191,14 @@ class ComfyProcess:
             self.state = "stopped"
             self._ready.clear()
 
+    @property
+    def current_state(self) -> str:
+        """Return the state, seeing a dead process before the watcher records it."""
+        with self._lock:
+            if self.state in {"ready", "starting"} and not self._alive():
+                return "exited"
+            return self.state
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(list(self._tail)[-lines:])
 
@@ -208,7 +222,8 @@ class ComfyProcess:
         self._ready.clear()
         self._stopping = False
         try:
-            proc = subprocess.Popen(
+            proc = _SPAWNER.submit(
+                subprocess.Popen,
                 command,
                 cwd=self.settings.comfyui_dir,
                 env=env,
@@ -216,7 +231,7 @@ class ComfyProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
-            )
+            ).result()
         except OSError as exc:
             self.state = "failed"
             raise ComfyUIStartError(

@@ -32,7 +32,8 @@ def fragile_api(
     harness = start_api(
         tmp_path_factory, comfy_env, comfy_tree, moto, "fragile",
         extra={"FUNART_JOB_TIMEOUT_S": "6", "FUNART_BASE64_MAX_BYTES": "300",
-               "FUNART_PRESTOP_TIMEOUT_S": "30"},
+               "FUNART_PRESTOP_TIMEOUT_S": "30", "FUNART_MAX_JOBS": "2",
+               "FUNART_WEBHOOK_SECRET": "x"},
     )
     yield harness
     harness.server.stop()
@@ -113,6 +114,33 @@ def test_base64_over_cap_points_to_oss(fragile_api: ApiHarness) -> None:
     assert requests.get(entry["output"]["oss"]["url"], timeout=10).status_code == 200
 
 
+def test_admission_limit_answers_429(fragile_api: ApiHarness) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(fragile_api.run, wf.slow(steps=4, delay=0.5, prefix=f"busy/{i}"))
+                   for i in range(2)]
+        time.sleep(1.0)
+        refused = fragile_api.run(wf.image_save())
+        finished = [future.result(timeout=60) for future in running]
+
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error_code"] == "TOO_MANY_JOBS"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert [response.status_code for response in finished] == [200, 200]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "http://100.100.100.200/x",
+            "http://10.1.2.3/x", "http://[::1]/x", "ftp://example.com/x"],
+)
+def test_private_webhook_rejected(fragile_api: ApiHarness, url: str) -> None:
+    response = fragile_api.run({"prompt": wf.image_save(), "webhook_url": url})
+
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error_code"] == "URL_NOT_ALLOWED"
+    assert body["details"]["url"] == url
+
+
 def test_job_deadline_interrupts(fragile_api: ApiHarness) -> None:
     started = time.monotonic()
     response = fragile_api.run(wf.slow(steps=40, delay=0.5, prefix="deadline/x"))
@@ -144,6 +172,7 @@ def test_comfyui_killed_mid_job(fragile_api: ApiHarness) -> None:
 
     _wait_ready(fragile_api, timeout_s=120)
     assert fragile_api.health()["comfyui_pid"] != pid
+    assert "ComfyUI exited unexpectedly: exit_code=-9" in fragile_api.log()
     follow_up = fragile_api.run(wf.image_save(prefix="after/kill"))
     assert follow_up.status_code == 200, follow_up.text
 

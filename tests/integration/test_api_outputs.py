@@ -168,7 +168,7 @@ def test_cached_resubmission_returns_outputs(api: ApiHarness, bucket: oss2.Bucke
 
 
 def test_concurrent_jobs_get_their_own_outputs(api: ApiHarness) -> None:
-    sizes = [(24 + 8 * index, 16 + 4 * index) for index in range(6)]
+    sizes = [(24 + 8 * index, 16 + 4 * index) for index in range(8)]
 
     def run_one(size: tuple[int, int]) -> tuple[tuple[int, int], list[dict]]:
         # Same prefix in every job: only the runtime's per-job folder keeps files apart.
