@@ -37,6 +37,7 @@ lint: $(VENV)/.installed
 
 bench: install
 	$(VENV)/bin/python bench/latency.py
+	$(VENV)/bin/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info

@@ -12,56 +12,12 @@ Usage: .venv/bin/python bench/latency.py [--runs N]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import requests
-import websocket
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from funart_runtime import devstack  # noqa: E402
-
-
-def workflow(prefix: str) -> dict:
-    return {
-        "1": {"class_type": "EmptyImage",
-              "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
-    }
-
-
-def direct_run(comfy_url: str, index: int) -> float:
-    """Run one job the way a minimal client would, and return its latency in seconds."""
-    started = time.perf_counter()
-    client_id = uuid.uuid4().hex
-    ws = websocket.create_connection(
-        f"ws{comfy_url[4:]}/ws?clientId={client_id}", timeout=30
-    )
-    try:
-        body = {"prompt": workflow(f"bench/direct-{index}"), "client_id": client_id}
-        prompt_id = requests.post(f"{comfy_url}/prompt", json=body, timeout=30).json()["prompt_id"]
-        while True:
-            message = ws.recv()
-            if isinstance(message, bytes):
-                continue
-            event = json.loads(message)
-            data = event.get("data", {})
-            if event["type"] == "executing" and data.get("node") is None \
-                    and data.get("prompt_id") == prompt_id:
-                break
-    finally:
-        ws.close()
-    history = requests.get(f"{comfy_url}/history/{prompt_id}", timeout=30).json()[prompt_id]
-    for image in history["outputs"]["2"]["images"]:
-        requests.get(f"{comfy_url}/view", params=image, timeout=30).raise_for_status()
-    return time.perf_counter() - started
+from stack import direct_run, percentile, running_stack, workflow
 
 
 def handler_run(api_url: str, query: str) -> float:
@@ -74,9 +30,8 @@ def handler_run(api_url: str, query: str) -> float:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95_index = max(0, int(round(0.95 * len(ordered))) - 1)
-    return {"p50_ms": statistics.median(ordered) * 1000, "p95_ms": ordered[p95_index] * 1000}
+    return {"p50_ms": statistics.median(samples) * 1000,
+            "p95_ms": percentile(samples, 0.95) * 1000}
 
 
 def main() -> int:
@@ -84,24 +39,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40, help="jobs per series (default 40)")
     args = parser.parse_args()
 
-    comfy = devstack.ComfyEnv.locate()
-    with tempfile.TemporaryDirectory() as scratch:
-        base = Path(scratch)
-        moto = devstack.MotoServer(log_path=base / "moto.log").start()
-        moto.create_bucket("bench")
-        env = devstack.api_environment(
-            comfy_env=comfy, comfyui_dir=comfy.tree, work_dir=base / "work",
-            nas_root=base / "nas", oss_endpoint=moto.endpoint, bucket="bench",
-        )
-        comfy_url = f"http://127.0.0.1:{env['FUNART_COMFYUI_PORT']}"
-        api = devstack.ApiServer(env, base / "api.log").start()
-        try:
-            assert api.initialize().status_code == 200
-            series = measure(api.url, comfy_url, args.runs)
-        finally:
-            api.stop()
-            moto.stop()
-
+    with running_stack() as stack:
+        series = measure(stack.api_url, stack.comfy_url, args.runs)
     report(series, args.runs)
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
+from .caller import CallOptions, call, load_workflow
 from .errors import FunartError
 from .logs import setup_logging
 from .settings import Settings
@@ -49,6 +50,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(command_handler=_serve)
 
+    call = commands.add_parser(
+        "call", help="run a workflow on an api function and download its outputs"
+    )
+    call.add_argument("workflow", type=Path, help="API-format workflow file (JSON)")
+    call.add_argument("--url", required=True, help="base URL of the api function")
+    call.add_argument(
+        "--async", dest="use_async", action="store_true",
+        help="submit as an FC async task and poll its status",
+    )
+    call.add_argument(
+        "--param", action="append", default=[], metavar="NODE.INPUT=VALUE",
+        help="set an input before submitting; VALUE is JSON or a bare string (repeatable)",
+    )
+    call.add_argument("--out", type=Path, default=None, help="folder to download outputs into")
+    call.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for the result (3600)"
+    )
+    call.set_defaults(command_handler=_call)
+
     model = commands.add_parser("model", help="model files for tests and the demo")
     model_commands = model.add_subparsers(title="model commands")
     checkpoint = model_commands.add_parser(
@@ -80,6 +100,20 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logger.info("funart %s serving role %s on %s:%s", __version__, args.role, args.host, port)
     web.run_app(app, host=args.host, port=port, print=None, access_log=None)
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.workflow, args.param)
+    options = CallOptions(url=args.url, use_async=args.use_async, params=args.param,
+                          out=args.out, timeout_s=args.timeout)
+    try:
+        result = call(workflow, options)
+    except FunartError as exc:
+        print(json.dumps({"error_code": exc.code, "error_message": exc.message,
+                          "details": exc.details}, indent=2))
+        return 1
+    print(json.dumps(result, indent=2))
     return 0
 
 

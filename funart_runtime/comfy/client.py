@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class ComfyClient:
         self.liveness = liveness or (lambda: None)
         self.http_timeout_s = http_timeout_s
         self.ws_read_timeout_s = ws_read_timeout_s
-        self.session = requests.Session()
+        self.session = _thread_session()
 
     # ---- HTTP ---------------------------------------------------------------
 
@@ -172,9 +173,11 @@ class ComfyClient:
     def _connect(self, client_id: str) -> websocket.WebSocket | None:
         try:
             with log_call(logger, "comfyui.ws_connect"):
+                # ComfyUI's frames are JSON that json.loads checks anyway; websocket-client's
+                # pure-Python UTF-8 check cost more CPU than the rest of the job.
                 return websocket.create_connection(
                     f"{self.ws_url}?clientId={client_id}", timeout=self.ws_read_timeout_s,
-                    enable_multithread=False,
+                    enable_multithread=False, skip_utf8_validation=True,
                 )
         except (OSError, websocket.WebSocketException):
             # Without a websocket the job still completes; history polling takes over.
@@ -283,9 +286,27 @@ def _cancelled_error(when: str) -> JobCancelledError:
     return JobCancelledError(f"The job was cancelled {when}.")
 
 
+_local = threading.local()
+# ComfyUI 0.3.75 sends '{"type": "status", ...}' to every socket on each queue change;
+# jobs skip them before parsing, because with N jobs each socket gets N times as many.
+_STATUS_PREFIX = '{"type": "status"'
+
+
+def _thread_session() -> requests.Session:
+    # One keep-alive session per thread: sessions are not thread-safe, and a new one
+    # per job would open new connections to ComfyUI every time.
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        # ComfyUI is on loopback: no proxy applies, and reading proxy variables from
+        # the environment on every request is measurable CPU.
+        session.trust_env = False
+    return session
+
+
 def _parse_frame(frame: str | bytes) -> dict[str, Any] | None:
     # Binary frames are previews and progress text; the job needs only JSON events.
-    if isinstance(frame, bytes):
+    if isinstance(frame, bytes) or frame.startswith(_STATUS_PREFIX):
         return None
     try:
         message = json.loads(frame)
