@@ -13,9 +13,10 @@ from aiohttp import web
 
 from . import __version__
 from .caller import CallOptions, call, load_workflow
-from .errors import FunartError
+from .errors import ConfigError, FunartError
 from .logs import setup_logging
 from .settings import Settings
+from .storage import Credentials
 from .test_checkpoint import ensure_test_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--timeout", type=float, default=3600.0, help="seconds to wait for the result (3600)"
     )
+    call.add_argument(
+        "--sign", action="store_true",
+        help="sign requests for an HTTP trigger with authType: function, using "
+             "ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and "
+             "ALIBABA_CLOUD_SECURITY_TOKEN",
+    )
     call.set_defaults(command_handler=_call)
 
     model = commands.add_parser("model", help="model files for tests and the demo")
@@ -105,8 +112,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, args.param)
+    credentials = None
+    if args.sign:
+        credentials = Credentials.resolve({}, Settings.from_env())
+        if credentials is None:
+            raise ConfigError(
+                "--sign needs ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET."
+            )
     options = CallOptions(url=args.url, use_async=args.use_async, params=args.param,
-                          out=args.out, timeout_s=args.timeout)
+                          out=args.out, timeout_s=args.timeout, credentials=credentials)
     try:
         result = call(workflow, options)
     except FunartError as exc:

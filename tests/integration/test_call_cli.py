@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,24 @@ def test_call_rejects_ui_format(api: ApiHarness, tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "Export (API)" in result.stderr
+
+
+def test_call_signed_requests(api: ApiHarness, workflow_file: Path) -> None:
+    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": "AKID",
+           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "sign-secret"}
+
+    result = subprocess.run([FUNART, "call", str(workflow_file), "--url", api.url, "--sign",
+                             "--async"], capture_output=True, text=True, timeout=180, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["type"] == "serverless_api"
+
+
+def test_call_sign_without_credentials(api: ApiHarness, workflow_file: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
+
+    result = subprocess.run([FUNART, "call", str(workflow_file), "--url", api.url, "--sign"],
+                            capture_output=True, text=True, timeout=60, env=env)
+
+    assert result.returncode == 1
+    assert "--sign needs ALIBABA_CLOUD_ACCESS_KEY_ID" in result.stderr
