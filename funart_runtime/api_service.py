@@ -24,15 +24,18 @@ from .errors import (
     FunartError,
     JobCancelledError,
     NotReadyError,
+    StorageError,
     TaskConflictError,
     TaskNotFoundError,
     TooManyJobsError,
 )
+from .fetch import download
+from .inputs import find_inputs, randomize_seeds, split_oss_url, stage_inputs
 from .logs import task_id_var
 from .outputs import collect_outputs
 from .progress import ProgressTracker
 from .settings import Settings
-from .storage import ObjectStore
+from .storage import Credentials, ObjectStore
 from .tasks import TERMINAL_STATES, TaskRecorder, TaskStore, check_task_id
 from .urlguard import check_url
 from .workflow import RunRequest, isolate_outputs, job_folder
@@ -77,6 +80,7 @@ class ApiService:
         self._lock = threading.Condition()
         self._durations: collections.deque[float] = collections.deque(maxlen=20)
         self._draining = False
+        self._upload_names: dict[str, set[str]] = {}
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -272,7 +276,9 @@ class ApiService:
         )
         job_id = uuid.uuid4().hex
         workflow = isolate_outputs(request.workflow, job_id)
+        seeds = randomize_seeds(workflow)
         try:
+            workflow = self._stage_inputs(workflow, client, context, job_id)
             outcome = client.run(
                 workflow,
                 deadline_s=self.settings.job_timeout_s,
@@ -281,20 +287,73 @@ class ApiService:
             )
             raise_for_history_failure(outcome.history)
             items = collect_outputs(outcome.history, include_temp=request.options.output_temp)
+            if not items:
+                raise _no_outputs_error(outcome.prompt_id, request.options.output_temp)
             results = self._deliver(items, request, context)
         finally:
+            # Outputs are removed only after delivery, so a failed upload loses nothing
+            # until the job ends.
             shutil.rmtree(self.dirs.output / job_folder(job_id), ignore_errors=True)
+            shutil.rmtree(self.dirs.input / job_folder(job_id), ignore_errors=True)
 
         logger.info("Job succeeded: %s output(s) in %.2f s", len(results), outcome.execution_time)
-        return {
-            "type": "serverless_api",
-            "data": {
-                "prompt_id": outcome.prompt_id,
-                "task_id": context.task_id,
-                "execution_time": round(outcome.execution_time, 3),
-                "results": results,
-            },
+        data: dict[str, Any] = {
+            "prompt_id": outcome.prompt_id,
+            "task_id": context.task_id,
+            "execution_time": round(outcome.execution_time, 3),
+            "results": results,
         }
+        if seeds:
+            data["seeds"] = seeds
+        return {"type": "serverless_api", "data": data}
+
+    def _stage_inputs(
+        self, workflow: dict[str, Any], client: ComfyClient, context: RequestContext, job_id: str
+    ) -> dict[str, Any]:
+        pending = find_inputs(workflow, lambda class_type: self._upload_inputs(client, class_type))
+        if not pending:
+            return workflow
+        return stage_inputs(
+            workflow, pending, input_dir=self.dirs.input, job_id=job_id,
+            fetch_url=self._fetch_url,
+            fetch_oss=lambda value: self._fetch_oss(value, context),
+        )
+
+    def _upload_inputs(self, client: ComfyClient, class_type: str) -> set[str]:
+        # Node classes do not change while ComfyUI runs, so /object_info is read once each.
+        if class_type not in self._upload_names:
+            self._upload_names[class_type] = client.upload_input_names(class_type)
+        return self._upload_names[class_type]
+
+    def _fetch_url(self, url: str) -> tuple[bytes, str]:
+        fetched = download(url, allow_private=self.settings.allow_private_urls,
+                           max_bytes=self.settings.input_max_bytes,
+                           timeout_s=self.settings.input_timeout_s)
+        return fetched.data, fetched.content_type
+
+    def _fetch_oss(self, value: str, context: RequestContext) -> tuple[bytes, str]:
+        bucket, key = split_oss_url(value)
+        credentials = Credentials.resolve(context.headers, self.settings)
+        if credentials is None or not self.settings.oss_endpoint:
+            raise BadRequestError(
+                f"Input {value!r} needs OSS: set FUNART_OSS_ENDPOINT and give the function a "
+                "role or credentials.", code="OSS_NOT_CONFIGURED",
+            )
+        store = ObjectStore(self.settings.oss_endpoint, bucket, credentials,
+                            url_expires_s=self.settings.oss_url_expires_s)
+        try:
+            data = store.get_bytes(key)
+        except StorageError as exc:
+            raise BadRequestError(
+                f"Could not read input {value!r}: {exc.message}", code="INPUT_FETCH_FAILED",
+                details={"value": value},
+            ) from None
+        if len(data) > self.settings.input_max_bytes:
+            raise BadRequestError(
+                f"Input {value!r} is {len(data)} bytes, above FUNART_INPUT_MAX_BYTES="
+                f"{self.settings.input_max_bytes}.", code="INPUT_TOO_LARGE",
+            )
+        return data, ""
 
     def _event_handler(
         self, job: _RunningJob, nodes: int, on_stream: StreamCallback | None
@@ -365,3 +424,14 @@ class ApiService:
             return None
         store = ObjectStore.from_settings(self.settings, headers)
         return TaskStore(store, self.settings.oss_prefix)
+
+
+def _no_outputs_error(prompt_id: str, output_temp: bool) -> FunartError:
+    hint = ("Add a node that saves its result, such as SaveImage."
+            if output_temp else
+            "Preview nodes write temp files, which are left out unless output_temp=true; "
+            "add a save node such as SaveImage, or call with output_temp=true.")
+    return FunartError(
+        f"The job finished but produced no outputs. {hint}",
+        code="NO_OUTPUTS", status=422, details={"prompt_id": prompt_id},
+    )

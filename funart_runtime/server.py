@@ -27,6 +27,7 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 EXECUTOR_KEY = web.AppKey("executor", ThreadPoolExecutor)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 
 
 class RoleService(Protocol):
@@ -72,11 +73,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = FunartError(
-            f"{request.method} {request.path}: {exc.reason}.",
-            code="NOT_FOUND" if exc.status == 404 else "HTTP_ERROR",
-            status=exc.status,
-        )
+        error = _http_error(request, exc)
         response = error_response(error, request)
     except Exception:
         logger.exception("%s %s failed with an unexpected error", request.method, request.path)
@@ -88,6 +85,20 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def _http_error(request: web.Request, exc: web.HTTPException) -> FunartError:
+    if exc.status == 413:
+        return FunartError(
+            f"The request body is larger than {request.app[MAX_BODY_KEY]} bytes "
+            "(FUNART_MAX_BODY_BYTES). Pass large inputs as URLs or oss:// objects.",
+            code="BODY_TOO_LARGE", status=413,
+        )
+    return FunartError(
+        f"{request.method} {request.path}: {exc.reason}.",
+        code="NOT_FOUND" if exc.status == 404 else "HTTP_ERROR",
+        status=exc.status,
+    )
+
+
 async def run_blocking(request: web.Request, function: Callable[..., T], *args: Any) -> T:
     """Run ``function`` in the app's worker threads, keeping the logging ids."""
     loop = asyncio.get_running_loop()
@@ -96,10 +107,13 @@ async def run_blocking(request: web.Request, function: Callable[..., T], *args: 
     return await loop.run_in_executor(request.app[EXECUTOR_KEY], call)
 
 
-def build_app(service: RoleService, *, worker_threads: int = 16) -> web.Application:
+def build_app(
+    service: RoleService, *, worker_threads: int = 16, max_body_bytes: int = 32 * 1024 * 1024
+) -> web.Application:
     """Create the app with the lifecycle and health routes of ``service``."""
-    app = web.Application(middlewares=[context_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[context_middleware], client_max_size=max_body_bytes)
     app[EXECUTOR_KEY] = ThreadPoolExecutor(worker_threads, thread_name_prefix="funart-job")
+    app[MAX_BODY_KEY] = max_body_bytes
 
     async def initialize(request: web.Request) -> web.Response:
         return web.json_response(await run_blocking(request, service.initialize))

@@ -31,6 +31,9 @@ _VARIABLES: dict[str, tuple[str, str]] = {
     "FUNART_BASE64_MAX_BYTES": ("base64_max_bytes", "an integer number of bytes >= 0"),
     "FUNART_ALLOW_PRIVATE_URLS": ("allow_private_urls", "true or false"),
     "FUNART_MAX_JOBS": ("max_jobs", "an integer number of jobs >= 1"),
+    "FUNART_MAX_BODY_BYTES": ("max_body_bytes", "an integer number of bytes >= 1024"),
+    "FUNART_INPUT_MAX_BYTES": ("input_max_bytes", "an integer number of bytes >= 1"),
+    "FUNART_INPUT_TIMEOUT_S": ("input_timeout_s", "a number of seconds > 0"),
     "FUNART_WEBHOOK_SECRET": ("webhook_secret", "a shared secret for webhook signatures"),
     "FUNART_WEBHOOK_ATTEMPTS": ("webhook_attempts", "an integer number of attempts >= 1"),
     "FUNART_WEBHOOK_BACKOFF_S": ("webhook_backoff_s", "a number of seconds >= 0"),
@@ -44,7 +47,7 @@ _VARIABLES: dict[str, tuple[str, str]] = {
 
 _INTEGER_FIELDS = {
     "comfyui_port", "listen_port", "oss_url_expires_s", "base64_max_bytes", "max_jobs",
-    "webhook_attempts",
+    "webhook_attempts", "max_body_bytes", "input_max_bytes",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -74,6 +77,10 @@ class Settings(BaseModel):
     allow_private_urls: bool = False
     # Jobs one instance admits at once (running plus waiting in ComfyUI's queue).
     max_jobs: int = Field(32, ge=1)
+    # FC accepts sync request bodies up to 32 MB.
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    input_max_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    input_timeout_s: float = Field(60.0, gt=0)
     webhook_secret: str = Field("", repr=False)
     webhook_attempts: int = Field(4, ge=1)
     webhook_backoff_s: float = Field(1.0, ge=0)

@@ -94,6 +94,21 @@ def check_api_workflow(workflow: Mapping[str, Any]) -> None:
                 "inputs must be an object.",
                 details={"node_id": node_id, "class_type": node["class_type"]},
             )
+        _check_links(workflow, node_id, node)
+
+
+def _check_links(workflow: Mapping[str, Any], node_id: str, node: Mapping[str, Any]) -> None:
+    # A link is [source node id, output index]; ComfyUI answers a dangling one with a
+    # KeyError traceback, so it is caught here with a clear message.
+    for name, value in (node.get("inputs") or {}).items():
+        is_link = (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                   and isinstance(value[1], int))
+        if is_link and value[0] not in workflow:
+            raise InvalidWorkflowError(
+                f"Node {node_id} ({node['class_type']}) input {name!r} links to node "
+                f"{value[0]!r}, which is not in the workflow.",
+                details={"node_id": node_id, "input_name": name, "missing_node": value[0]},
+            )
 
 
 def job_folder(job_id: str) -> str:

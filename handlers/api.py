@@ -23,7 +23,9 @@ SERVICE_KEY = web.AppKey("api_service", ApiService)
 def create_app(settings: Settings, service: ApiService | None = None) -> web.Application:
     service = service or ApiService(settings)
     # One thread per admitted job, plus a few for hooks and status calls.
-    app = build_app(service, worker_threads=settings.max_jobs + 8)
+    app = build_app(
+        service, worker_threads=settings.max_jobs + 8, max_body_bytes=settings.max_body_bytes
+    )
     app[SERVICE_KEY] = service
     app.router.add_post("/api/serverless/run", run)
     app.router.add_get("/api/serverless/status", status)

@@ -111,14 +111,31 @@ class ComfyClient:
                 timeout=self.http_timeout_s,
             )
 
+    def upload_input_names(self, class_type: str) -> set[str]:
+        """Return the inputs of ``class_type`` that ComfyUI marks as file upload widgets."""
+        info = self._object_info(class_type)
+        names = set()
+        for group in ("required", "optional"):
+            for name, spec in (info.get("input", {}).get(group) or {}).items():
+                options = spec[1] if isinstance(spec, list) and len(spec) > 1 else {}
+                if isinstance(options, dict) and any(
+                    key.endswith("_upload") and value for key, value in options.items()
+                ):
+                    names.add(name)
+        return names
+
+    def _object_info(self, class_type: str) -> dict[str, Any]:
+        with log_call(logger, "comfyui.get_object_info", class_type=class_type):
+            response = self.session.get(
+                f"{self.base_url}/object_info/{class_type}", timeout=self.http_timeout_s
+            )
+        info = _json(response).get(class_type, {})
+        return info if isinstance(info, dict) else {}
+
     def input_choices(self, class_type: str, input_name: str) -> list[str] | None:
         """Return the allowed values of a list input, such as the files a loader can read."""
         try:
-            with log_call(logger, "comfyui.get_object_info", class_type=class_type):
-                response = self.session.get(
-                    f"{self.base_url}/object_info/{class_type}", timeout=self.http_timeout_s
-                )
-            info = _json(response).get(class_type, {})
+            info = self._object_info(class_type)
         except (requests.RequestException, ComfyUIError):
             return None
         for group in ("required", "optional"):

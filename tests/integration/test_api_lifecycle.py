@@ -33,7 +33,7 @@ def fragile_api(
         tmp_path_factory, comfy_env, comfy_tree, moto, "fragile",
         extra={"FUNART_JOB_TIMEOUT_S": "6", "FUNART_BASE64_MAX_BYTES": "300",
                "FUNART_PRESTOP_TIMEOUT_S": "30", "FUNART_MAX_JOBS": "2",
-               "FUNART_WEBHOOK_SECRET": "x"},
+               "FUNART_WEBHOOK_SECRET": "x", "FUNART_MAX_BODY_BYTES": "200000"},
     )
     yield harness
     harness.server.stop()
@@ -139,6 +139,16 @@ def test_private_webhook_rejected(fragile_api: ApiHarness, url: str) -> None:
     body = response.json()
     assert body["error_code"] == "URL_NOT_ALLOWED"
     assert body["details"]["url"] == url
+
+
+def test_oversized_body(fragile_api: ApiHarness) -> None:
+    response = fragile_api.run({"prompt": wf.image_save(), "padding": "x" * 300_000})
+
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error_code"] == "BODY_TOO_LARGE"
+    assert "200000 bytes" in body["error_message"]
+    assert fragile_api.run(wf.image_save()).status_code == 200
 
 
 def test_job_deadline_interrupts(fragile_api: ApiHarness) -> None:

@@ -6,6 +6,7 @@ import io
 import math
 import struct
 import wave
+import zlib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,3 +31,16 @@ def wav_tone(seconds: float = 0.5, rate: int = 16000, frequency: float = 440.0) 
         writer.setframerate(rate)
         writer.writeframes(bytes(frames))
     return buffer.getvalue()
+
+
+def png_bytes(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """Build a solid-colour RGB PNG without an imaging library."""
+    row = b"\x00" + bytes(rgb) * width
+    raw = zlib.compress(row * height)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        checksum = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", checksum)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
