@@ -38,6 +38,7 @@ lint: $(VENV)/.installed
 bench: install
 	$(VENV)/bin/python bench/latency.py
 	$(VENV)/bin/python bench/throughput.py
+	$(VENV)/bin/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info
