@@ -32,7 +32,19 @@ class Download:
 
 
 def download(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float) -> Download:
-    """Fetch ``url`` following at most MAX_REDIRECTS redirects, each one checked again.
+    """Fetch ``url`` into memory: an input file, at most ``max_bytes``."""
+    with open_checked(url, allow_private=allow_private, timeout_s=timeout_s) as response:
+        try:
+            return _read(url, response, max_bytes)
+        except requests.RequestException as exc:
+            raise _fetch_error(url, exc, timeout_s) from None
+
+
+def open_checked(
+    url: str, *, allow_private: bool, timeout_s: float, headers: dict[str, str] | None = None
+) -> requests.Response:
+    """Open a streaming GET of ``url``, following at most MAX_REDIRECTS redirects, each
+    one checked again before it is followed. The caller closes the response.
 
     NOTE: the address is checked before requests connects, so a DNS answer that
     changes between the check and the connection is not caught.
@@ -41,23 +53,27 @@ def download(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float)
     session.trust_env = False
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        check_url(current, allow_private=allow_private, what="input URL")
+        check_url(current, allow_private=allow_private, what="URL")
         try:
-            with log_call(logger, "input.get"):
+            with log_call(logger, "download.get"):
                 response = session.get(current, stream=True, allow_redirects=False,
-                                       timeout=(min(10.0, timeout_s), timeout_s))
-            with response:
-                if not response.is_redirect:
-                    return _read(url, response, max_bytes)
-                current = urljoin(current, response.headers["Location"])
+                                       headers=headers, timeout=(min(10.0, timeout_s), timeout_s))
         except requests.RequestException as exc:
-            raise BadRequestError(
-                f"Could not fetch input URL {url!r}: {type(exc).__name__}. Check that it is "
-                f"reachable; the timeout is FUNART_INPUT_TIMEOUT_S={timeout_s:g} s.",
-                code="INPUT_FETCH_FAILED", details={"url": url},
-            ) from None
+            raise _fetch_error(url, exc, timeout_s) from None
+        if not response.is_redirect:
+            return response
+        response.close()
+        current = urljoin(current, response.headers["Location"])
     raise BadRequestError(
-        f"Input URL {url!r} redirected more than {MAX_REDIRECTS} times.",
+        f"URL {url!r} redirected more than {MAX_REDIRECTS} times.",
+        code="INPUT_FETCH_FAILED", details={"url": url},
+    )
+
+
+def _fetch_error(url: str, exc: Exception, timeout_s: float) -> BadRequestError:
+    return BadRequestError(
+        f"Could not fetch {url!r}: {type(exc).__name__}. Check that it is reachable; the "
+        f"timeout is {timeout_s:g} s.",
         code="INPUT_FETCH_FAILED", details={"url": url},
     )
 
