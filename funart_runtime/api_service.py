@@ -35,6 +35,7 @@ from .logs import task_id_var
 from .outputs import collect_outputs
 from .progress import ProgressTracker
 from .settings import Settings
+from .snapshots.store import SnapshotStore
 from .storage import Credentials, ObjectStore
 from .tasks import TERMINAL_STATES, TaskRecorder, TaskStore, check_task_id
 from .urlguard import check_url
@@ -85,11 +86,13 @@ class ApiService:
     # ---- lifecycle ------------------------------------------------------------
 
     def initialize(self) -> dict[str, Any]:
-        """Start ComfyUI (the FC Initializer hook); return when it answers."""
-        # NOTE: FUNART_SNAPSHOT is not restored yet; the environment on disk runs as it is.
+        """Restore FUNART_SNAPSHOT if set, then start ComfyUI (the FC Initializer hook)."""
         self._draining = False
+        if self.settings.snapshot:
+            report = SnapshotStore.from_settings(self.settings).restore(self.settings.snapshot)
+            logger.info("Restored snapshot %s: %s", self.settings.snapshot, report.as_dict())
         self.process.start()
-        return {"comfyui": "ready", "pid": self.process.pid}
+        return {"comfyui": "ready", "pid": self.process.pid, "snapshot": self.settings.snapshot}
 
     def pre_stop(self) -> dict[str, Any]:
         """Stop taking jobs, let running ones finish (bounded), then stop ComfyUI."""
@@ -105,8 +108,10 @@ class ApiService:
         return {"comfyui": "stopped", "unfinished_jobs": left}
 
     def health(self) -> dict[str, Any]:
+        state = self.process.current_state
         return {
-            "comfyui": self.process.current_state,
+            "ready": state == "ready",
+            "comfyui": state,
             "comfyui_pid": self.process.pid,
             "running_jobs": len(self._jobs),
             "max_jobs": self.settings.max_jobs,

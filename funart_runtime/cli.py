@@ -16,6 +16,7 @@ from .caller import CallOptions, call, load_workflow
 from .errors import ConfigError, FunartError
 from .logs import setup_logging
 from .settings import Settings
+from .snapshots.cli import add_snapshot_commands
 from .storage import Credentials
 from .test_checkpoint import ensure_test_checkpoint
 
@@ -43,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the FC custom-runtime server of a role")
-    serve.add_argument("role", choices=["api"], help="function role to serve")
+    serve.add_argument("role", choices=["api", "workspace", "control"],
+                       help="function role to serve")
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument(
         "--port", type=int, default=None,
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.set_defaults(command_handler=_call)
 
+    add_snapshot_commands(commands)
+
     model = commands.add_parser("model", help="model files for tests and the demo")
     model_commands = model.add_subparsers(title="model commands")
     checkpoint = model_commands.add_parser(
@@ -102,12 +106,25 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     port = args.port or settings.listen_port
 
-    from handlers.api import create_app
-
-    app = create_app(settings)
+    app = _role_app(args.role, settings)
     logger.info("funart %s serving role %s on %s:%s", __version__, args.role, args.host, port)
     web.run_app(app, host=args.host, port=port, print=None, access_log=None)
     return 0
+
+
+def _role_app(role: str, settings: Settings) -> web.Application:
+    # Imported here: each role loads only its own handler module and dependencies.
+    if role == "workspace":
+        from handlers import workspace
+
+        return workspace.create_app(settings)
+    if role == "control":
+        from handlers import control
+
+        return control.create_app(settings)
+    from handlers import api
+
+    return api.create_app(settings)
 
 
 def _call(args: argparse.Namespace) -> int:

@@ -120,7 +120,15 @@ class MotoServer:
 
     def create_bucket(self, name: str) -> oss2.Bucket:
         bucket = oss2.Bucket(oss2.Auth(TEST_ACCESS_KEY, TEST_ACCESS_KEY), self.endpoint, name)
-        bucket.create_bucket()
+        # moto answers its index page a moment before its S3 routes are ready.
+        for attempt in range(10):
+            try:
+                bucket.create_bucket()
+                return bucket
+            except (oss2.exceptions.OssError, oss2.exceptions.RequestError):
+                if attempt == 9:
+                    raise
+                time.sleep(0.3)
         return bucket
 
     def stop(self) -> None:
@@ -128,7 +136,9 @@ class MotoServer:
 
 
 class ApiServer:
-    """``funart serve api`` as a child process on 127.0.0.1."""
+    """``funart serve <role>`` (api by default) as a child process on 127.0.0.1."""
+
+    role = "api"
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -141,7 +151,8 @@ class ApiServer:
         funart = Path(sys.executable).parent / "funart"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(funart), "serve", "api", "--host", "127.0.0.1", "--port", str(self.port)],
+                [str(funart), "serve", self.role, "--host", "127.0.0.1", "--port",
+                 str(self.port)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         wait_for_http(f"{self.url}/health", self.proc, 30)
@@ -155,6 +166,26 @@ class ApiServer:
             with contextlib.suppress(requests.RequestException):
                 requests.get(f"{self.url}/pre-stop", timeout=60)
         stop_process(self.proc)
+
+
+class WorkspaceServer(ApiServer):
+    """``funart serve workspace`` as a child process on 127.0.0.1."""
+
+    role = "workspace"
+
+
+def make_overlay_venv(comfy_env: ComfyEnv, destination: Path) -> Path:
+    """Create a small virtualenv that sees the cached ComfyUI environment's packages.
+
+    Packages installed into it land in its own site-packages, so tests can install and
+    snapshot custom node requirements without touching the shared cache.
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(destination)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base_site = comfy_env.root / "venv" / "lib" / version / "site-packages"
+    own_site = destination / "lib" / version / "site-packages"
+    (own_site / "_funart_base_env.pth").write_text(f"{base_site}\n")
+    return destination / "bin" / "python"
 
 
 def api_environment(

@@ -123,7 +123,7 @@ def build_app(
 
     async def health(request: web.Request) -> web.Response:
         state = service.health()
-        return web.json_response(state, status=200 if state.get("comfyui") == "ready" else 503)
+        return web.json_response(state, status=200 if state.get("ready") else 503)
 
     async def shutdown(app: web.Application) -> None:
         app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)

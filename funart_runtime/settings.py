@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,17 @@ _VARIABLES: dict[str, tuple[str, str]] = {
     "FUNART_BASE64_MAX_BYTES": ("base64_max_bytes", "an integer number of bytes >= 0"),
     "FUNART_ALLOW_PRIVATE_URLS": ("allow_private_urls", "true or false"),
     "FUNART_MAX_JOBS": ("max_jobs", "an integer number of jobs >= 1"),
+    "FUNART_VENV_DIR": ("venv_dir", "an absolute path to ComfyUI's virtualenv, or empty"),
+    "FUNART_API_FUNCTION": ("api_function", "the api function's name"),
+    "FUNART_WORKSPACE_FUNCTION": ("workspace_function", "the workspace function's name"),
+    "FUNART_FC_ENDPOINT": ("fc_endpoint", "an FC API endpoint URL, or empty for the default"),
+    "FC_REGION": ("region", "a region id such as cn-hangzhou"),
+    "FC_ACCOUNT_ID": ("account_id", "an Alibaba Cloud account id"),
+    "FUNART_BASE_MANIFEST": ("base_manifest", "a path to the image's base manifest, or empty"),
+    "FUNART_GITHUB_MIRROR": ("github_mirror", "a URL that replaces https://github.com/"),
+    "FUNART_PIP_INDEX_URL": ("pip_index_url", "a PyPI simple index URL, or empty"),
+    "FUNART_INSTALL_TIMEOUT_S": ("install_timeout_s", "a number of seconds > 0"),
+    "FUNART_SNAPSHOT_TIMEOUT_S": ("snapshot_timeout_s", "a number of seconds > 0"),
     "FUNART_MAX_BODY_BYTES": ("max_body_bytes", "an integer number of bytes >= 1024"),
     "FUNART_INPUT_MAX_BYTES": ("input_max_bytes", "an integer number of bytes >= 1"),
     "FUNART_INPUT_TIMEOUT_S": ("input_timeout_s", "a number of seconds > 0"),
@@ -77,6 +88,20 @@ class Settings(BaseModel):
     allow_private_urls: bool = False
     # Jobs one instance admits at once (running plus waiting in ComfyUI's queue).
     max_jobs: int = Field(32, ge=1)
+    # Control: the functions it manages and the FC API it calls.
+    api_function: str = "funart-api"
+    workspace_function: str = "funart-workspace"
+    fc_endpoint: str = ""
+    region: str = "cn-hangzhou"
+    account_id: str = ""
+    # Workspace: the virtualenv saved in snapshots (default: the one FUNART_PYTHON is in).
+    venv_dir: Path | None = None
+    base_manifest: str = ""
+    github_mirror: str = ""
+    pip_index_url: str = ""
+    install_timeout_s: float = Field(900.0, gt=0)
+    # Below FunArt's 600 s PreStop hook, so a save that cannot finish is abandoned in time.
+    snapshot_timeout_s: float = Field(540.0, gt=0)
     # FC accepts sync request bodies up to 32 MB.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     input_max_bytes: int = Field(100 * 1024 * 1024, ge=1)
@@ -114,6 +139,20 @@ class Settings(BaseModel):
         return settings
 
     @property
+    def python_env_dir(self) -> Path:
+        """Return the virtualenv that holds ComfyUI's packages."""
+        if self.venv_dir is not None:
+            return self.venv_dir
+        return self.python.parent.parent
+
+    @property
+    def fc_endpoint_url(self) -> str:
+        """Return the FC 3.0 API endpoint: FUNART_FC_ENDPOINT, else the account's regional one."""
+        if self.fc_endpoint:
+            return self.fc_endpoint
+        return f"https://{self.account_id}.{self.region}.fc.aliyuncs.com"
+
+    @property
     def comfyui_url(self) -> str:
         return f"http://127.0.0.1:{self.comfyui_port}"
 
@@ -122,40 +161,38 @@ class Settings(BaseModel):
         return bool(self.oss_bucket and self.oss_endpoint)
 
 
+def _to_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "allow_private_urls": _to_bool,
+    "comfyui_args": lambda raw: tuple(shlex.split(raw)),
+    "oss_prefix": lambda raw: raw.strip("/"),
+    "log_level": str.upper,
+    "venv_dir": lambda raw: raw or None,
+}
+
+
 def _convert(variable: str, field: str, raw: str, accepted: str) -> Any:
-    if field == "allow_private_urls":
-        lowered = raw.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise _invalid(variable, raw, accepted)
-
-    if field == "comfyui_args":
-        try:
-            return tuple(shlex.split(raw))
-        except ValueError as exc:
-            raise _invalid(variable, raw, f"{accepted} ({exc})") from None
-
-    if field == "oss_prefix":
-        return raw.strip("/")
-
-    if field == "log_level":
-        return raw.upper()
-
-    if field in _INTEGER_FIELDS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise _invalid(variable, raw, accepted) from None
-
-    if field.endswith("_s"):
-        try:
-            return float(raw)
-        except ValueError:
-            raise _invalid(variable, raw, accepted) from None
-
-    return raw
+    converter = _CONVERTERS.get(field)
+    if converter is None and field in _INTEGER_FIELDS:
+        converter = int
+    elif converter is None and field.endswith("_s"):
+        converter = float
+    if converter is None:
+        return raw
+    try:
+        return converter(raw)
+    except ValueError as exc:
+        # shlex explains what is wrong with the quoting; int() and float() only echo.
+        reason = f" ({exc})" if field == "comfyui_args" else ""
+        raise _invalid(variable, raw, accepted + reason) from None
 
 
 def _check_paths(settings: Settings) -> None:

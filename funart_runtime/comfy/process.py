@@ -73,8 +73,24 @@ class ComfyDirs:
             extra_model_paths=base / "extra_model_paths.yaml",
         )
 
+    @classmethod
+    def for_workspace(cls, settings: Settings) -> ComfyDirs:
+        """Lay out the workspace: input, output, user data and models on NAS."""
+        local = settings.work_dir / "comfyui"
+        nas = settings.nas_root
+        return cls(
+            input=nas / "input",
+            output=nas / "output",
+            temp_arg=local,
+            user=nas / "user",
+            models=nas / "models",
+            log_file=local / "comfyui.log",
+            extra_model_paths=local / "extra_model_paths.yaml",
+        )
+
     def create(self) -> None:
-        for path in (self.input, self.output, self.temp_arg, self.user):
+        for path in (self.input, self.output, self.temp_arg, self.user, self.log_file.parent,
+                     self.extra_model_paths.parent):
             path.mkdir(parents=True, exist_ok=True)
         lines = ["funart_nas:", f"  base_path: {self.models}", "  is_default: true"]
         lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
@@ -128,7 +144,8 @@ class ComfyProcess:
         self.generation = 0
         self.state = "stopped"
         self.exit_code: int | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=200)
+        # Enough for a whole start-up log, whose import report names failed custom nodes.
+        self._tail: collections.deque[str] = collections.deque(maxlen=2000)
         self._last_exit_tail = ""
         # Exit code and log tail of earlier generations, for jobs that ran on them.
         self._exits: dict[int, tuple[int | None, str]] = {}
@@ -198,6 +215,10 @@ class ComfyProcess:
             if self.state in {"ready", "starting"} and not self._alive():
                 return "exited"
             return self.state
+
+    def log_lines(self) -> list[str]:
+        """Return the output lines of the current process kept in memory."""
+        return list(self._tail)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(list(self._tail)[-lines:])
