@@ -1,0 +1,1 @@
+"""Local stand-ins for Function Compute, for ``funart local`` and the tests."""
