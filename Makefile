@@ -5,7 +5,7 @@ VENV := .venv
 FUNART_CACHE_DIR ?= $(HOME)/.cache/funart-runtime
 export FUNART_CACHE_DIR
 
-.PHONY: install comfyui checkpoint demo test lint bench clean
+.PHONY: install comfyui checkpoint s-cli demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(VENV)/.installed: pyproject.toml
 COMFY_ENV := $(FUNART_CACHE_DIR)/comfyui-0.3.75
 TEST_CHECKPOINT := $(FUNART_CACHE_DIR)/models/checkpoints/funart-test-sd15.safetensors
 
-install: $(VENV)/.installed comfyui checkpoint
+S_CLI := $(FUNART_CACHE_DIR)/npm-global/bin/s
+
+install: $(VENV)/.installed comfyui checkpoint s-cli
 
 comfyui:
 	bash scripts/install-comfyui.sh "$(FUNART_CACHE_DIR)"
+
+# The Serverless Devs CLI, for offline `s preview` of s.yaml in the tests.
+s-cli: $(S_CLI)
+$(S_CLI):
+	npm install -g --prefix "$(FUNART_CACHE_DIR)/npm-global" --cache "$(FUNART_CACHE_DIR)/npm-cache" \
+		--no-audit --no-fund @serverless-devs/s@3.1.10
 
 # A 2.1 GB SD 1.5-layout checkpoint with random weights, built once (about 25 s).
 checkpoint: $(VENV)/.installed comfyui
