@@ -46,13 +46,13 @@ logger = logging.getLogger(__name__)
 StreamCallback = Callable[[dict[str, Any]], None]
 # How often a running async job looks for a cancel marker written by another instance.
 _REMOTE_CANCEL_CHECK_S = 2.0
-# How long POST /cancel waits for a local job to end before it answers.
+# How long POST /cancel waits for a local job to end before it responds.
 _CANCEL_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
 class RequestContext:
-    """What the runtime knows of the caller: the FC ids, headers and invocation type."""
+    """The caller's FC ids, headers and invocation type."""
 
     request_id: str
     task_id: str
@@ -221,7 +221,7 @@ class ApiService:
                       what="webhook_url")
 
     def _previous_outcome(self, tasks: TaskStore | None, task_id: str) -> dict[str, Any] | None:
-        # FC may deliver an async task again; a finished one is answered from OSS.
+        # FC may deliver an async task again, so a finished one returns its result from OSS.
         if tasks is None:
             return None
         document = tasks.read(task_id)

@@ -211,7 +211,7 @@ def _raise_submit_failure(submitted: dict[str, Any]) -> None:
         body = {}
     if submitted.get("status", 500) >= 400:
         raise _remote_error(body, int(submitted["status"]))
-    raise FunartError("The function answered, but the task has no status document. Is "
+    raise FunartError("The function responded, but the task has no status document. Is "
                       "FUNART_OSS_BUCKET set on the function?", code="NO_TASK_STATUS")
 
 
@@ -226,7 +226,7 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _remote_error(body: dict[str, Any], status: int) -> FunartError:
     return FunartError(
-        str(body.get("error_message") or f"The function answered HTTP {status}."),
+        str(body.get("error_message") or f"The function returned HTTP {status}."),
         code=str(body.get("error_code") or "REMOTE_ERROR"),
         details=body.get("details") or {},
         status=status or 500,

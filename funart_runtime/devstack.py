@@ -85,17 +85,19 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
-    """Wait until ``url`` answers at all (any status), failing early if ``proc`` exits."""
+    """Wait until ``url`` responds with any status, failing early if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} answered")
+            raise RuntimeError(
+                f"{proc.args!r} exited with {proc.returncode} before {url} responded"
+            )
         try:
             requests.get(url, timeout=1)
             return
         except requests.RequestException:
             time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
+    raise RuntimeError(f"{url} did not respond within {timeout_s:g} s")
 
 
 class MotoServer:
@@ -120,7 +122,7 @@ class MotoServer:
 
     def create_bucket(self, name: str) -> oss2.Bucket:
         bucket = oss2.Bucket(oss2.Auth(TEST_ACCESS_KEY, TEST_ACCESS_KEY), self.endpoint, name)
-        # moto answers its index page a moment before its S3 routes are ready.
+        # moto serves its index page a moment before its S3 routes are ready.
         for attempt in range(10):
             try:
                 bucket.create_bucket()
@@ -175,7 +177,7 @@ class WorkspaceServer(ApiServer):
 
 
 def make_overlay_venv(comfy_env: ComfyEnv, destination: Path) -> Path:
-    """Create a small virtualenv that sees the cached ComfyUI environment's packages.
+    """Create a small virtualenv that imports the cached ComfyUI environment's packages.
 
     Packages installed into it land in its own site-packages, so tests can install and
     snapshot custom node requirements without touching the shared cache.

@@ -81,7 +81,7 @@ def _fetch_error(url: str, exc: Exception, timeout_s: float) -> BadRequestError:
 def _read(url: str, response: requests.Response, max_bytes: int) -> Download:
     if response.status_code != 200:
         raise BadRequestError(
-            f"Input URL {url!r} answered HTTP {response.status_code}. Check that the file "
+            f"Input URL {url!r} returned HTTP {response.status_code}. Check that the file "
             "exists and the URL is readable without credentials.",
             code="INPUT_FETCH_FAILED", details={"url": url, "status": response.status_code},
         )

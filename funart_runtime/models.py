@@ -137,7 +137,7 @@ def _download_resumable(
             offset = part.stat().st_size  # the part file is already complete
         elif response.status_code not in (200, 206):
             raise BadRequestError(
-                f"Model URL {url!r} answered HTTP {response.status_code}.",
+                f"Model URL {url!r} returned HTTP {response.status_code}.",
                 code="MODEL_DOWNLOAD_FAILED", details={"url": url, "status": response.status_code},
             )
         else:

@@ -23,8 +23,8 @@ _HOP_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length",
 }
-# ComfyUI answers with an origin check; the browser's Origin names the function URL,
-# so the proxy presents itself as a same-origin client of ComfyUI.
+# ComfyUI rejects a request whose Origin differs from its loopback Host. The browser's
+# Origin names the function URL, so the proxy drops it, as a same-origin client would.
 _DROPPED_REQUEST_HEADERS = _HOP_HEADERS | {"origin", "accept-encoding"}
 # No cap on frame size: ComfyUI sends previews and workflows of many megabytes.
 _NO_LIMIT = 0

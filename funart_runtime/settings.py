@@ -140,7 +140,7 @@ class Settings(BaseModel):
 
     @property
     def python_env_dir(self) -> Path:
-        """Return the virtualenv that holds ComfyUI's packages."""
+        """Return the virtualenv that contains ComfyUI's packages."""
         if self.venv_dir is not None:
             return self.venv_dir
         return self.python.parent.parent

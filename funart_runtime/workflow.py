@@ -98,7 +98,7 @@ def check_api_workflow(workflow: Mapping[str, Any]) -> None:
 
 
 def _check_links(workflow: Mapping[str, Any], node_id: str, node: Mapping[str, Any]) -> None:
-    # A link is [source node id, output index]; ComfyUI answers a dangling one with a
+    # A link is [source node id, output index]; ComfyUI responds to a dangling one with a
     # KeyError traceback, so it is caught here with a clear message.
     for name, value in (node.get("inputs") or {}).items():
         is_link = (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)

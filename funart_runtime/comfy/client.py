@@ -75,7 +75,7 @@ class ComfyClient:
             raise protocol.prompt_rejection_error(_json(response), workflow, self.input_choices)
         if response.status_code != 200:
             raise ComfyUIError(
-                f"ComfyUI answered POST /prompt with HTTP {response.status_code}.",
+                f"ComfyUI returned HTTP {response.status_code} for POST /prompt.",
                 details={"status": response.status_code, "body": response.text[:2000]},
             )
 
@@ -337,7 +337,7 @@ def _json(response: requests.Response) -> dict[str, Any]:
         document = response.json()
     except ValueError:
         raise ComfyUIError(
-            f"ComfyUI answered {response.request.method} {response.request.path_url} "
+            f"ComfyUI responded to {response.request.method} {response.request.path_url} "
             f"with HTTP {response.status_code} and a body that is not JSON.",
             details={"status": response.status_code, "body": response.text[:2000]},
         ) from None

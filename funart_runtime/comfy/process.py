@@ -1,6 +1,6 @@
 """ComfyUI as a supervised child process on 127.0.0.1.
 
-Ready means the process is alive and ``GET /system_stats`` answers. When the
+Ready means the process is alive and ``GET /system_stats`` responds. When the
 process dies unexpectedly, waiting jobs learn it at once through ``check_alive``
 (each start has a generation number, so a job started on a dead process fails
 even after the restart) and the supervisor starts ComfyUI again.
@@ -44,7 +44,7 @@ _STOP_TIMEOUT_S = 20.0
 
 @dataclass(frozen=True)
 class ComfyDirs:
-    """Where one ComfyUI instance keeps its files."""
+    """The folders and files of one ComfyUI instance."""
 
     input: Path
     output: Path
@@ -157,7 +157,7 @@ class ComfyProcess:
     # ---- public API -------------------------------------------------------
 
     def start(self) -> None:
-        """Start ComfyUI and return when it answers; raise ComfyUIStartError if it cannot."""
+        """Start ComfyUI and return when it responds; raise ComfyUIStartError if it cannot."""
         with self._lock:
             # A process that is already up or starting is waited for, never started twice.
             if not (self._alive() and self.state in {"ready", "starting"}):
@@ -321,7 +321,7 @@ class ComfyProcess:
         self.stop()
         self.state = "failed"
         raise ComfyUIStartError(
-            f"ComfyUI did not answer within FUNART_READY_TIMEOUT_S="
+            f"ComfyUI did not respond within FUNART_READY_TIMEOUT_S="
             f"{self.settings.ready_timeout_s:g} s. Raise the timeout or read the log tail.",
             details={"log_tail": tail},
         )

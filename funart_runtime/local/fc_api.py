@@ -3,8 +3,8 @@
 The real ``alibabacloud-fc20230330`` SDK talks to it over loopback (endpoint
 ``127.0.0.1:<port>``, protocol http). Functions, their async and scaling
 configuration and async tasks live in memory. Invocations are forwarded to a local
-instance registered with ``register_instance``; async ones answer 202 at once, as FC
-does, and are delivered in the background with FC's headers.
+instance registered with ``register_instance``; async ones get 202 at once, as on FC,
+and are delivered in the background with FC's headers.
 """
 
 from __future__ import annotations
