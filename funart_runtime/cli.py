@@ -80,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
 
     add_snapshot_commands(commands)
 
+    local = commands.add_parser("local", help="run the functions of s.yaml on this machine")
+    local_commands = local.add_subparsers(title="local commands")
+    up = local_commands.add_parser(
+        "up", help="serve every function of s.yaml on loopback, as FC would (needs root)"
+    )
+    up.add_argument("--s-yaml", type=Path, default=Path("s.yaml"), help="s.yaml to run")
+    up.add_argument("--state", type=Path, default=Path(".funart-local"),
+                    help="folder for NAS, instances and logs (default .funart-local)")
+    up.add_argument("--idle", type=float, default=600.0,
+                    help="seconds an idle instance lives before /pre-stop (default 600)")
+    up.set_defaults(command_handler=_local_up)
+
     model = commands.add_parser("model", help="model files for tests and the demo")
     model_commands = model.add_subparsers(title="model commands")
     checkpoint = model_commands.add_parser(
@@ -146,6 +158,13 @@ def _call(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    setup_logging(Settings.from_env().log_level)
+    from .local.runner import run
+
+    return run(args.s_yaml, args.state, args.idle)
 
 
 def _make_test_checkpoint(args: argparse.Namespace) -> int:

@@ -33,9 +33,15 @@ _NO_LIMIT = 0
 class ComfyProxy:
     """Forward requests to the ComfyUI at ``base_url`` while ``is_ready()`` holds."""
 
-    def __init__(self, base_url: str, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        is_ready: Callable[[], bool],
+        extra_headers: Callable[[web.Request], dict[str, str]] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.is_ready = is_ready
+        self.extra_headers = extra_headers
         self._session: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:
@@ -61,6 +67,8 @@ class ComfyProxy:
     async def _http(self, request: web.Request) -> web.StreamResponse:
         session = await self.session()
         headers = _forward_headers(request)
+        if self.extra_headers is not None:
+            headers.update(self.extra_headers(request))
         async with session.request(
             request.method, self.base_url + str(request.rel_url), headers=headers,
             data=request.content if request.body_exists else None,
@@ -80,9 +88,11 @@ class ComfyProxy:
         client = web.WebSocketResponse(max_msg_size=_NO_LIMIT, autoping=True)
         await client.prepare(request)
         session = await self.session()
+        headers = _forward_headers(request, websocket=True)
+        if self.extra_headers is not None:
+            headers.update(self.extra_headers(request))
         async with session.ws_connect(
-            self.base_url + str(request.rel_url), max_msg_size=_NO_LIMIT,
-            headers=_forward_headers(request, websocket=True),
+            self.base_url + str(request.rel_url), max_msg_size=_NO_LIMIT, headers=headers,
         ) as upstream:
             await asyncio.gather(_pipe(client, upstream), _pipe(upstream, client))
         await client.close()

@@ -1,4 +1,6 @@
-"""`make demo`: the api function's main job on this machine.
+"""`make demo`: the whole lifecycle as root (scripts/lifecycle_demo.py), else the api function.
+
+Without root (or with --api-only) this runs the api function's main job alone:
 
 Starts a moto server on 127.0.0.1 as OSS, starts `funart serve api` with the real
 ComfyUI, calls /initialize as FC would, runs each sample workflow (model-free, then
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -34,7 +37,15 @@ WORKFLOWS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C")
+    parser.add_argument("--api-only", action="store_true",
+                        help="run only the api function, without funart local (no root needed)")
     args = parser.parse_args()
+
+    # The whole lifecycle needs funart local, which needs root for mount namespaces.
+    if os.geteuid() == 0 and not args.api_only and not args.keep:
+        import lifecycle_demo
+
+        return lifecycle_demo.main()
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     (DEMO_DIR / "outputs").mkdir(parents=True)

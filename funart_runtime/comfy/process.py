@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -130,8 +131,17 @@ def _die_with_parent() -> None:
 
 
 # The kernel sends the death signal when the *thread* that forked the child exits,
-# so every ComfyUI is started from this one long-lived thread.
+# so every child is started from this one long-lived thread.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funart-spawn")
+
+
+def spawn_child(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``command`` so that it gets SIGTERM when this process dies."""
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, preexec_fn=_die_with_parent, **kwargs)
+
+    return _SPAWNER.submit(start).result()
 
 
 class ComfyProcess:
@@ -243,16 +253,14 @@ class ComfyProcess:
         self._ready.clear()
         self._stopping = False
         try:
-            proc = _SPAWNER.submit(
-                subprocess.Popen,
+            proc = spawn_child(
                 command,
                 cwd=self.settings.comfyui_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            ).result()
+            )
         except OSError as exc:
             self.state = "failed"
             raise ComfyUIStartError(

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/2023-03-30/functions"
 RecycleHook = Callable[[str], Awaitable[None]]
+# Returns the URL of a running instance of the function, starting one if needed.
+InstanceHook = Callable[[str], Awaitable[str]]
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -39,7 +41,11 @@ def _now_ms() -> int:
 class LocalFcApi:
     """In-memory functions and async tasks behind the FC 3.0 REST paths."""
 
-    def __init__(self, on_update: RecycleHook | None = None) -> None:
+    def __init__(
+        self,
+        on_update: RecycleHook | None = None,
+        instance_url: InstanceHook | None = None,
+    ) -> None:
         self.functions: dict[str, dict[str, Any]] = {}
         self.async_configs: dict[str, dict[str, Any]] = {}
         self.scaling_configs: dict[str, dict[str, Any]] = {}
@@ -47,6 +53,7 @@ class LocalFcApi:
         self.instances: dict[str, str] = {}
         self.updates: list[str] = []
         self.on_update = on_update
+        self.instance_url = instance_url
 
     def register_instance(self, function: str, url: str) -> None:
         """Route invocations of ``function`` to the server at ``url``."""
@@ -158,6 +165,8 @@ class LocalFcApi:
 
     async def _deliver(self, name: str, body: bytes, headers: dict[str, str]) -> web.Response:
         url = self.instances.get(name)
+        if self.instance_url is not None:
+            url = await self.instance_url(name)
         if url is None:
             return _error(503, "FunctionNotStarted", f"no local instance of '{name}'")
         request_id = uuid.uuid4().hex
