@@ -8,10 +8,12 @@ through the FC 3.0 API; FC then starts new instances, which restore that version
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from . import sls_client
 from .errors import BadRequestError, FunartError, TaskConflictError, TaskNotFoundError
 from .fc_client import FcClient
 from .settings import Settings
@@ -136,6 +138,37 @@ class ControlService:
         status = document["status"] if document else _fc_status(fc_task)
         return {"task_id": task_id, "status": status, "fc": fc_task, "document": document}
 
+    # ---- logs ----------------------------------------------------------------------
+
+    def logs(self, query: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+        """Query a function's logs in SLS by time range, request id, task id or text."""
+        settings = self.settings
+        if not settings.sls_project or not settings.sls_logstore:
+            raise BadRequestError(
+                "Logs need FUNART_SLS_PROJECT and FUNART_SLS_LOGSTORE: the project and logstore "
+                "of the functions' logConfig.", code="SLS_NOT_CONFIGURED")
+        credentials = Credentials.resolve(headers, settings)
+        if credentials is None:
+            raise FunartError("No credentials for SLS: give the control function a role.",
+                              code="SLS_CREDENTIALS_MISSING")
+
+        now = int(time.time())
+        to_time = _int_param(query, "to", now, minimum=0)
+        from_time = _int_param(query, "from", to_time - 3600, minimum=0)
+        limit = _int_param(query, "limit", 100, minimum=1, maximum=1000)
+        if from_time > to_time:
+            raise BadRequestError(f"from ({from_time}) is after to ({to_time}).",
+                                  code="INVALID_PARAMETER")
+        function = query.get("function") or settings.api_function
+        search = sls_client.build_query(function, query.get("request_id"),
+                                        query.get("task_id"), query.get("q"))
+        endpoint = settings.sls_endpoint or f"{settings.region}.log.aliyuncs.com"
+        records = sls_client.query_logs(
+            endpoint, settings.sls_project, settings.sls_logstore, credentials, query=search,
+            from_time=from_time, to_time=to_time, limit=limit)
+        return {"function": function, "query": search, "from": from_time, "to": to_time,
+                "logs": records}
+
     # ---- helpers -------------------------------------------------------------------
 
     def _workspace_template(self, fc: FcClient, function: str) -> dict[str, Any]:
@@ -202,6 +235,23 @@ def _new_api_function(template: dict[str, Any], function: str, version: str,
         "environmentVariables": {**env, "FUNART_SNAPSHOT": version},
         "instanceLifecycleConfig": template.get("instanceLifecycleConfig"),
     }
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, *, minimum: int,
+               maximum: int | None = None) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" to {maximum}" if maximum is not None else " or more"
+        raise BadRequestError(f"Invalid {name} {raw!r}: use an integer from {minimum}{upper} "
+                              "(times are Unix seconds).", code="INVALID_PARAMETER",
+                              details={"parameter": name, "value": raw})
+    return value
 
 
 def _merge_gpu(function: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

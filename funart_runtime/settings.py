@@ -36,6 +36,9 @@ _VARIABLES: dict[str, tuple[str, str]] = {
     "FUNART_WORKSPACE_FUNCTION": ("workspace_function", "the workspace function's name"),
     "FUNART_FC_ENDPOINT": ("fc_endpoint", "an FC API endpoint URL, or empty for the default"),
     "FC_REGION": ("region", "a region id such as cn-hangzhou"),
+    "FUNART_SLS_ENDPOINT": ("sls_endpoint", "an SLS endpoint such as cn-hangzhou.log.aliyuncs.com"),
+    "FUNART_SLS_PROJECT": ("sls_project", "the SLS project of the functions' logs"),
+    "FUNART_SLS_LOGSTORE": ("sls_logstore", "the SLS logstore of the functions' logs"),
     "FC_ACCOUNT_ID": ("account_id", "an Alibaba Cloud account id"),
     "FUNART_BASE_MANIFEST": ("base_manifest", "a path to the image's base manifest, or empty"),
     "FUNART_GITHUB_MIRROR": ("github_mirror", "a URL that replaces https://github.com/"),
@@ -93,6 +96,9 @@ class Settings(BaseModel):
     workspace_function: str = "funart-workspace"
     fc_endpoint: str = ""
     region: str = "cn-hangzhou"
+    sls_endpoint: str = ""
+    sls_project: str = ""
+    sls_logstore: str = ""
     account_id: str = ""
     # Workspace: the virtualenv saved in snapshots (default: the one FUNART_PYTHON is in).
     venv_dir: Path | None = None

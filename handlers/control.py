@@ -24,6 +24,7 @@ def create_app(settings: Settings, service: ControlService | None = None) -> web
     app.router.add_post("/api/rollback", rollback)
     app.router.add_delete("/api/versions/{version}", delete_version)
     app.router.add_get("/api/tasks/{task_id}", task)
+    app.router.add_get("/api/logs", logs)
     return app
 
 
@@ -56,6 +57,13 @@ async def task(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     return web.json_response(await run_blocking(
         request, service.task, request.match_info["task_id"], _headers(request)))
+
+
+async def logs(request: web.Request) -> web.Response:
+    """``GET /api/logs?function=&from=&to=&request_id=&task_id=&q=&limit=``."""
+    service = request.app[SERVICE_KEY]
+    return web.json_response(await run_blocking(
+        request, service.logs, dict(request.query), _headers(request)))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:

@@ -4,6 +4,8 @@ a published version restored by a new api instance."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -78,6 +80,42 @@ class ControlServer(devstack.ApiServer):
     role = "control"
 
 
+class SlsStandIn:
+    """SLS's GetLogs on 127.0.0.1:80: the SDK cannot use another port for an IP endpoint."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append({"path": self.path, "host": self.headers["Host"],
+                                       "body": body})
+                data = json.dumps({"meta": {"progress": "Complete", "count": 1}, "data": [
+                    {"__time__": "1796400000", "functionName": "funart-api",
+                     "message": "Job succeeded: 1 output(s)"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 80), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def sls() -> Iterator[SlsStandIn]:
+    stand_in = SlsStandIn()
+    yield stand_in
+    stand_in.server.shutdown()
+    stand_in.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory, comfy_env: devstack.ComfyEnv,
             moto: devstack.MotoServer) -> Iterator[Control]:
@@ -90,7 +128,9 @@ def control(tmp_path_factory: pytest.TempPathFactory, comfy_env: devstack.ComfyE
         oss_endpoint=moto.endpoint, bucket=BUCKET,
         extra={"FUNART_FC_ENDPOINT": fc.endpoint, "FC_REGION": "cn-hangzhou",
                "FUNART_API_FUNCTION": "funart-api",
-               "FUNART_WORKSPACE_FUNCTION": "funart-workspace"},
+               "FUNART_WORKSPACE_FUNCTION": "funart-workspace",
+               "FUNART_SLS_ENDPOINT": "127.0.0.1", "FUNART_SLS_PROJECT": "funart-logs",
+               "FUNART_SLS_LOGSTORE": "functions"},
     )
     server = ControlServer(env, base / "control.log").start()
     store = SnapshotStore(base / "nas" / "funart" / "snapshots")
@@ -233,3 +273,26 @@ def test_published_version_runs_on_new_api_instance(
 
     assert response.status_code == 200, response.text
     assert (control.tree / "custom_nodes" / "funart-demo-node" / "__init__.py").is_file()
+
+
+def test_logs_query_sls(control: Control, sls: SlsStandIn) -> None:
+    response = control.call("GET", "/api/logs", params={
+        "request_id": "req-42", "from": "1796390000", "to": "1796400100", "limit": "5"})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["logs"] == [{"functionName": "funart-api", "message": "Job succeeded: 1 output(s)",
+                             "__time__": 1796400000}]
+    [sent] = sls.requests
+    assert sent["host"] == "funart-logs.127.0.0.1"
+    assert sent["path"] == "/logstores/functions/logs"
+    assert sent["body"]["query"] == 'functionName: "funart-api" and "req-42"'
+    assert (sent["body"]["from"], sent["body"]["to"], sent["body"]["line"]) == (1796390000, 1796400100, 5)
+
+
+@pytest.mark.parametrize("params", [{"limit": "0"}, {"from": "x"}, {"from": "10", "to": "5"}])
+def test_logs_bad_parameters(control: Control, params: dict[str, str]) -> None:
+    response = control.call("GET", "/api/logs", params=params)
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_PARAMETER"
