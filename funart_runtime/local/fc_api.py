@@ -202,6 +202,8 @@ class LocalFcApi:
         task = self.tasks.get(request.match_info["name"], {}).get(request.match_info["task_id"])
         if task is None:
             return _error(404, "AsyncTaskNotFound", "async task does not exist")
+        # NOTE: only the task's record changes; a delivery already running on the local
+        # instance goes on (cancel it through the api function's own cancel route).
         task["status"] = "Stopped"
         task["events"].append({"status": "Stopped", "timestamp": _now_ms()})
         return web.Response(status=200)

@@ -322,6 +322,9 @@ class SnapshotStore:
                     remove_staging(plan)
 
     def _resolve_roots(self, paths: Sequence[Path | str]) -> builtins.list[str]:
+        if isinstance(paths, (str, os.PathLike)):
+            # One path given bare, not in a list: iterating a str would yield its letters.
+            paths = [paths]
         if not paths:
             raise InvalidSnapshotRequestError("No path to save. Pass at least one --path DIR.")
         roots = []

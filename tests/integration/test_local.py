@@ -150,6 +150,67 @@ def test_rollback_replaces_api_instance(local: Local) -> None:
     assert local.instances()["funart-api"]["pid"] != before
 
 
+def fc_sdk(local: Local) -> Any:
+    from alibabacloud_fc20230330.client import Client
+    from alibabacloud_tea_openapi import models as openapi_models
+
+    return Client(openapi_models.Config(
+        access_key_id="test", access_key_secret="test", protocol="http", region_id="cn-hangzhou",
+        endpoint=local.url("fc_api").split("://", 1)[1]))
+
+
+def test_sdk_invoke_and_async_tasks(local: Local) -> None:
+    from alibabacloud_fc20230330 import models as fc_models
+    from alibabacloud_tea_util import models as util_models
+
+    client = fc_sdk(local)
+    body = json.dumps({"prompt": TINT}).encode()
+
+    sync = client.invoke_function("funart-api", fc_models.InvokeFunctionRequest(body=body))
+    queued = client.invoke_function_with_options(
+        "funart-api", fc_models.InvokeFunctionRequest(body=body),
+        fc_models.InvokeFunctionHeaders(x_fc_invocation_type="Async",
+                                        x_fc_async_task_id="sdk-task-1"),
+        util_models.RuntimeOptions())
+    failing = client.invoke_function(
+        "funart-api", fc_models.InvokeFunctionRequest(body=b'{"nodes": [], "links": []}'))
+    task: dict = {}
+    for _ in range(100):
+        task = client.get_async_task("funart-api", "sdk-task-1",
+                                     fc_models.GetAsyncTaskRequest()).body.to_map()
+        if task["status"] in {"Succeeded", "Failed"}:
+            break
+        time.sleep(0.2)
+    listed = client.list_async_tasks("funart-api", fc_models.ListAsyncTasksRequest(limit=50))
+
+    assert json.loads(sync.body.read())["type"] == "serverless_api"
+    assert queued.status_code == 202
+    assert failing.headers["x-fc-error-type"] == "UnhandledInvocationError"
+    assert task["status"] == "Succeeded"
+    assert "sdk-task-1" in [t.task_id for t in listed.body.tasks]
+
+
+def test_sdk_stop_async_task(local: Local) -> None:
+    from alibabacloud_fc20230330 import models as fc_models
+    from alibabacloud_tea_util import models as util_models
+
+    client = fc_sdk(local)
+    slow = {"1": wf.empty_image(), "2": wf.save_image("1", "stop/x")}
+    client.invoke_function_with_options(
+        "funart-api", fc_models.InvokeFunctionRequest(body=json.dumps(slow).encode()),
+        fc_models.InvokeFunctionHeaders(x_fc_invocation_type="Async",
+                                        x_fc_async_task_id="sdk-task-stop"),
+        util_models.RuntimeOptions())
+
+    stopped = client.stop_async_task("funart-api", "sdk-task-stop",
+                                     fc_models.StopAsyncTaskRequest())
+    task = client.get_async_task("funart-api", "sdk-task-stop",
+                                 fc_models.GetAsyncTaskRequest()).body.to_map()
+
+    assert stopped.status_code == 200
+    assert task["status"] == "Stopped"
+
+
 def test_idle_instances_stop(local: Local) -> None:
     deadline = time.monotonic() + IDLE_S + 30
     while local.instances() and time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,33 +22,46 @@ def store(tmp_path: Path) -> SnapshotStore:
 
 
 def age_everything(store: SnapshotStore) -> None:
-    """Make every object and temporary file look a day old to ``gc``."""
+    """Set every object and temporary file to an mtime older than any grace period."""
     for directory in (store.objects.objects_dir, store.temp_dir):
         for parent, _, files in os.walk(directory):
             for name in files:
                 os.utime(os.path.join(parent, name), ns=(OLD_NS, OLD_NS))
 
 
-def test_copy_is_instant_and_restores(store: SnapshotStore, tmp_path: Path) -> None:
-    root = tmp_path / "tree"
-    for index in range(5000):
-        write(root / f"d{index % 40}" / f"f{index}.py", f"x = {index}\n")
-    before = describe_tree(root)
-    store.save("dev-7", [root])
-    objects = count_objects(store)
+def test_copy_large_manifest_instant(store: SnapshotStore, tmp_path: Path) -> None:
+    entries = [{"path": f"f{index}.py", "kind": "file", "mode": 0o644, "size": 10,
+                "mtime_ns": index, "sha256": f"{index:064x}"} for index in range(50_000)]
+    document = {"format_version": 1, "name": "dev-7", "created_at": "2025-01-01T00:00:00Z",
+                "trees": [{"root": str(tmp_path / "tree"), "entries": entries}]}
+    write(store.manifest_path("dev-7"), json.dumps(document))
 
     started = time.monotonic()
     store.copy("dev-7", "prod")
     elapsed = time.monotonic() - started
 
     assert elapsed < 0.5
-    assert count_objects(store) == objects
-    copied = store.load("prod")
-    assert copied.name == "prod"
-    assert copied.copied_from == "dev-7"
-    shutil.rmtree(root)
+    assert count_objects(store) == 0
+    copied = json.loads(store.manifest_path("prod").read_text())
+    assert copied["name"] == "prod"
+    assert copied["copied_from"] == "dev-7"
+    assert copied["trees"] == document["trees"]
+
+
+def test_copy_restores(store: SnapshotStore, tmp_path: Path) -> None:
+    env = make_env(tmp_path / "env")
+    before = {name: describe_tree(root) for name, root in env.items()}
+    store.save("dev-7", list(env.values()))
+    objects = count_objects(store)
+
+    store.copy("dev-7", "prod")
+    for root in env.values():
+        shutil.rmtree(root)
     store.restore("prod")
-    assert describe_tree(root) == before
+
+    assert count_objects(store) == objects
+    assert store.load("prod").copied_from == "dev-7"
+    assert {name: describe_tree(root) for name, root in env.items()} == before
 
 
 def test_list_and_delete(store: SnapshotStore, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -87,12 +86,6 @@ def make_env(root: Path) -> dict[str, Path]:
     (venv / "lib64").symlink_to("lib")
     (comfy / "models" / "checkpoints").symlink_to("/mnt/auto/models/checkpoints")
     return {"comfy": comfy, "venv": venv}
-
-
-def run_python(code: str, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-c", code, *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def count_objects(store: SnapshotStore) -> int:
