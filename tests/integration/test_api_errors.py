@@ -75,6 +75,18 @@ def test_validation_error_passes_node_errors(api: ApiHarness) -> None:
     assert "width" in body["error_message"]
 
 
+def test_wrong_input_type(api: ApiHarness) -> None:
+    workflow = wf.image_save()
+    workflow["1"]["inputs"]["width"] = "abc"
+
+    body = _error(api.run(workflow), 400, "WORKFLOW_VALIDATION_FAILED")
+
+    [node_error] = body["details"]["node_errors"]
+    assert node_error["type"] == "invalid_input_type"
+    assert node_error["input_name"] == "width"
+    assert node_error["received_value"] == "abc"
+
+
 def test_missing_input_file_lists_existing(api: ApiHarness) -> None:
     (api.input_dir / "present.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     workflow = {

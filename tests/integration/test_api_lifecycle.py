@@ -141,6 +141,21 @@ def test_private_webhook_rejected(fragile_api: ApiHarness, url: str) -> None:
     assert body["details"]["url"] == url
 
 
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data/x.png", "http://127.0.0.1:9/x.png",
+            "http://100.100.100.200/x.png"],
+)
+def test_private_input_url_rejected(fragile_api: ApiHarness, url: str) -> None:
+    workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": url}},
+                "2": wf.save_image("1")}
+
+    response = fragile_api.run(workflow)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "URL_NOT_ALLOWED"
+    assert response.json()["details"]["url"] == url
+
+
 def test_oversized_body(fragile_api: ApiHarness) -> None:
     response = fragile_api.run({"prompt": wf.image_save(), "padding": "x" * 300_000})
 

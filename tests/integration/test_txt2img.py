@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import hashlib
+import json
+import time
+import uuid
 
 import oss2
 import pytest
@@ -71,3 +75,31 @@ def test_checkpoint_is_deterministic() -> None:
             digest.update(block)
 
     assert digest.hexdigest() == EXPECTED_SHA256
+
+
+def test_ksampler_progress_in_stream_and_status(api: ApiHarness) -> None:
+    workflow = txt2img(64, 64)
+    workflow["3"]["inputs"]["seed"] = 7  # a seed no other test uses: KSampler runs again
+
+    streamed = api.run(workflow, query="?stream=true", timeout=300)
+    events = [block for block in streamed.text.strip().split("\n\n")]
+    names = [block.split("\n")[0].removeprefix("event: ") for block in events]
+    progress = [json.loads(block.split("\n")[1].removeprefix("data: "))
+                for block in events if block.startswith("event: progress")]
+
+    assert names[-1] == "result"
+    assert [(p["node"], p["value"], p["max"]) for p in progress] == [("3", 1, 3), ("3", 2, 3),
+                                                                      ("3", 3, 3)]
+
+    task_id = f"txt2img-{uuid.uuid4().hex[:8]}"
+    workflow["3"]["inputs"]["seed"] = 8
+    seen: list[dict] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        delivery = pool.submit(api.run_async, workflow, task_id, 300)
+        while not delivery.done():
+            response = api.status(task_id)
+            if response.status_code == 200:
+                seen.append(response.json()["progress"])
+            time.sleep(0.1)
+    assert delivery.result().status_code == 200
+    assert any(p["node"] == "3" and p["max"] == 3 and p["value"] >= 1 for p in seen)
