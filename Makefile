@@ -47,6 +47,8 @@ bench: install
 	$(VENV)/bin/python bench/latency.py
 	$(VENV)/bin/python bench/throughput.py
 	$(VENV)/bin/python bench/load.py
+	$(VENV)/bin/python bench/snapshots.py
+	$(VENV)/bin/python bench/cold_start.py
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info
