@@ -80,6 +80,7 @@ class Instance:
     process: subprocess.Popen[bytes]
     inflight: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    proxy: ComfyProxy | None = None
 
 
 def in_namespace(layout: Layout, tree: Path, venv: Path, command: list[str]) -> list[str]:
@@ -250,6 +251,8 @@ class LocalRunner:
                 ) as response:
                     result = await response.json(content_type=None)
         await asyncio.to_thread(devstack.stop_process, instance.process)
+        if instance.proxy is not None:
+            await instance.proxy.close()
         logger.info("Stopped the instance of %s", function)
         return {"function": function, "stopped": True, "pre_stop": result}
 
@@ -291,13 +294,11 @@ class LocalRunner:
 
     async def _forward(self, function: str, request: web.Request) -> web.StreamResponse:
         instance = await self.ensure_instance(function)
+        if instance.proxy is None:
+            instance.proxy = ComfyProxy(instance.url, lambda: True, _fc_headers)
         instance.inflight += 1
         try:
-            proxy = ComfyProxy(instance.url, lambda: True, _fc_headers)
-            try:
-                return await proxy.handle(request)
-            finally:
-                await proxy.close()
+            return await instance.proxy.handle(request)
         finally:
             instance.inflight -= 1
             instance.last_used = time.monotonic()
