@@ -133,6 +133,8 @@ class ApiService:
         """
         task_id_var.set(context.task_id)
         self._check_request(request)
+        if context.is_async:
+            check_task_id(context.task_id)  # it becomes part of OSS object keys
         tasks = self._task_store_or_none(context.headers) if context.is_async else None
         stored = self._previous_outcome(tasks, context.task_id)
         if stored is not None:

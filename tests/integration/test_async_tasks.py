@@ -290,3 +290,10 @@ def test_webhook_failure_recorded(api: ApiHarness, receiver: Receiver) -> None:
     assert document["status"] == "failed"
     assert document["webhook"] == {"url": receiver.url, "delivered": False, "attempts": 3,
                                    "error": "HTTP 500"}
+
+
+def test_async_task_id_checked(api: ApiHarness) -> None:
+    response = api.run_async(wf.image_save(), "bad/../id")
+
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_TASK_ID"
