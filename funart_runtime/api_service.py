@@ -206,6 +206,15 @@ class ApiService:
     def _check_request(self, request: RunRequest) -> None:
         if self._draining:
             raise NotReadyError("The instance is shutting down; send the request again.")
+        upload = self.settings.oss_enabled if request.options.output_oss is None \
+            else request.options.output_oss
+        if not upload and not request.options.output_base64:
+            raise BadRequestError(
+                "The outputs would be lost: with OSS off and output_base64=false nothing "
+                "returns the files. Call with output_base64=true, or configure "
+                "FUNART_OSS_BUCKET and FUNART_OSS_ENDPOINT.",
+                code="NO_OUTPUT_DELIVERY",
+            )
         if request.options.output_oss and not self.settings.oss_enabled:
             raise BadRequestError(
                 "output_oss=true, but no bucket is configured. Set FUNART_OSS_ENDPOINT and "

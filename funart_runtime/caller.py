@@ -267,6 +267,8 @@ class ProgressBar:
         self.stream = stream
         self.tty = stream.isatty()
         self.last_node: str | None = None
+        self.last_line = ""
+        self.printed = ""
 
     def update(self, progress: dict[str, Any]) -> None:
         node = progress.get("node")
@@ -276,12 +278,17 @@ class ProgressBar:
         filled = int(fraction * self.WIDTH)
         line = (f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] node {node} "
                 f"{value}/{maximum}  nodes {done}/{total}")
+        self.last_line = line
         if self.tty:
             print(f"\r{line}", end="", file=self.stream, flush=True)
         elif node != self.last_node or (maximum and value == maximum):
             print(line, file=self.stream, flush=True)
+            self.printed = line
         self.last_node = node
 
     def finish(self) -> None:
         if self.tty:
             print(file=self.stream, flush=True)
+        elif self.last_line and self.last_line != self.printed:
+            # The last update (the final node done) may not have started a new line.
+            print(self.last_line, file=self.stream, flush=True)

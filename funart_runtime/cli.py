@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     up = local_commands.add_parser(
         "up", help="serve every function of s.yaml on loopback, as FC would (needs root)"
     )
-    up.add_argument("--s-yaml", type=Path, default=Path("s.yaml"), help="s.yaml to run")
+    up.add_argument("--s-yaml", type=Path, default=Path("s.yaml"),
+                    help="s.yaml to run (default s.yaml)")
     up.add_argument("--state", type=Path, default=Path(".funart-local"),
                     help="folder for NAS, instances and logs (default .funart-local)")
     up.add_argument("--idle", type=float, default=600.0,

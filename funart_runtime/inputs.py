@@ -66,6 +66,8 @@ def classify(value: str) -> str:
         return "oss"
     if lowered.startswith("data:"):
         return "data_uri"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return "unsupported_url"
     # A long value without a file extension is meant as base64, even if it is broken,
     # so the caller hears "invalid base64" rather than "file not found".
     has_extension = re.search(r"\.[A-Za-z0-9]{1,5}$", value.split(" [")[0]) is not None
@@ -168,6 +170,14 @@ def stage_inputs(
         if item.kind == "file":
             check_file_name(item)
             continue
+        if item.kind == "unsupported_url":
+            raise BadRequestError(
+                f"Node {item.node_id} input {item.input_name!r} is {item.value!r}: only "
+                "http(s):// URLs, oss://bucket/key, base64 and file names are accepted.",
+                code="INVALID_INPUT_URL",
+                details={"node_id": item.node_id, "input_name": item.input_name,
+                         "value": item.value},
+            )
         data, content_type = _fetch(item, fetch_url, fetch_oss)
         name = f"{index}{extension_for(data, content_type, item.value)}"
         target = input_dir / folder / name

@@ -178,10 +178,8 @@ def _unwrap(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                 raise _ui_format_error()
             return workflow, document
 
-    nodes = list(document.values())
-    looks_bare = all(isinstance(node, dict) for node in nodes) and any(
-        "class_type" in node for node in nodes
-    )
+    # Every value an object: a bare workflow, checked node by node next.
+    looks_bare = bool(document) and all(isinstance(node, dict) for node in document.values())
     if looks_bare:
         return document, {}
     raise InvalidWorkflowError(

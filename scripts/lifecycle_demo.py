@@ -9,6 +9,7 @@ publish again, roll back). Outputs are downloaded into .demo/outputs/.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from funart_runtime import devstack  # noqa: E402
 
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("FUNART_DEMO_DIR", ROOT / ".demo"))
 STATE = DEMO / "local"
 NODE = ROOT / "examples" / "custom_nodes" / "funart-demo-node"
 TINT = {
@@ -136,7 +137,11 @@ def download(result: dict[str, Any]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(requests.get(oss["url"], timeout=60).content)
         print(f"  node {entry['node_id']}: oss://{oss['bucket']}/{oss['object']}")
-        print(f"      saved to {target.relative_to(ROOT)}")
+        print(f"      saved to {shown(target)}")
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def show(document: dict[str, Any], limit: int = 1200) -> None:

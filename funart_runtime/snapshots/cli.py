@@ -16,6 +16,7 @@ from typing import Any
 
 from ..logs import setup_logging
 from ..settings import Settings
+from .errors import SnapshotNotFoundError
 from .store import SnapshotStore
 
 DEFAULT_GRACE_S = 86400.0
@@ -140,7 +141,12 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    infos = _open_store(args).list()
+    store = _open_store(args)
+    if not store.root.is_dir():
+        raise SnapshotNotFoundError(
+            f"No snapshot store at {store.root}. Check --store or FUNART_NAS_ROOT."
+        )
+    infos = store.list()
     if args.json:
         _print_json([info.as_dict() for info in infos])
         return 0

@@ -227,6 +227,8 @@ class SnapshotStore:
         document = _decode_manifest(data, str(self.manifest_path(source)))
         document["name"] = destination
         document["copied_from"] = source
+        # A copy is published now; the source's time stays in the source manifest.
+        document["created_at"] = datetime.now(timezone.utc).isoformat()
 
         encoded = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         with self._os_errors(f"copy snapshot {source!r} to {destination!r}"):

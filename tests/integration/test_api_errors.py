@@ -43,6 +43,12 @@ def test_bad_body_rejected(api: ApiHarness, body: bytes, code: str) -> None:
     _error(api.run(body), 400, code)
 
 
+def test_no_delivery_rejected(api: ApiHarness) -> None:
+    body = _error(api.run(wf.image_save(), query="?output_oss=false"), 400, "NO_OUTPUT_DELIVERY")
+
+    assert "output_base64=true" in body["error_message"]
+
+
 def test_ui_format_message_says_export_api(api: ApiHarness) -> None:
     body = _error(api.run({"nodes": [], "links": []}), 400, "UI_FORMAT_WORKFLOW")
 

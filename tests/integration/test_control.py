@@ -197,6 +197,8 @@ def test_publish_again_updates_and_lists_versions(control: Control) -> None:
     assert versions["live"] == second
     listed = {v["name"]: v["live"] for v in versions["versions"]}
     assert listed == {first_live: False, second: True}
+    published_at = {v["created_at"] for v in versions["versions"]}
+    assert len(published_at) == 2
 
 
 def test_rollback_and_delete(control: Control) -> None:

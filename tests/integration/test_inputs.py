@@ -136,6 +136,7 @@ def test_staged_inputs_removed(api: ApiHarness) -> None:
         ("/etc/passwd", "INVALID_INPUT_PATH"),
         ("sub/../../x.png", "INVALID_INPUT_PATH"),
         ("oss://", "INVALID_INPUT_URL"),
+        ("ftp://example.com/x.png", "INVALID_INPUT_URL"),
         ("oss://funart-test/inputs/missing.png", "INPUT_FETCH_FAILED"),
     ],
 )

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("FUNART_CACHE_DIR", Path.home() / ".cache" / "funart-runtime"))
 S_BIN = CACHE / "npm-global" / "bin"
-# The props schema of the fc3 component (devsapp/fc3 src/schema.json), kept beside the repo.
-SCHEMA = ROOT.parent / "shared" / "reference" / "fc3-schema.json"
+# The props schema of the fc3 component (devsapp/fc3 src/schema.json). It is not in this
+# repository: the project's CI keeps a copy beside the checkout; FUNART_FC3_SCHEMA
+# points at another copy.
+SCHEMA = Path(os.environ.get("FUNART_FC3_SCHEMA",
+                             ROOT.parent / "shared" / "reference" / "fc3-schema.json"))
 
 
 def preview(tmp_path: Path, **env: str) -> dict[str, Any]:
@@ -35,7 +38,8 @@ def preview(tmp_path: Path, **env: str) -> dict[str, Any]:
 
 def fc3_schema() -> dict[str, Any]:
     """fc3's schema with its known gaps fixed: Ada GPUs and their memory sizes."""
-    assert SCHEMA.is_file(), f"fc3 schema not found at {SCHEMA}"
+    if not SCHEMA.is_file():
+        pytest.skip(f"fc3 props schema not found at {SCHEMA}; set FUNART_FC3_SCHEMA")
     schema = copy.deepcopy(json.loads(SCHEMA.read_text()))
     gpu = schema["definitions"]["IGpuConfig"]["properties"]
     gpu["gpuType"]["enum"].append("fc.gpu.ada.1")

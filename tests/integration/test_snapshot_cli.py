@@ -128,3 +128,10 @@ def test_cli_snapshot_without_command(cli: SnapshotCli) -> None:
 
     assert result.returncode == 2
     assert "snapshot commands" in result.stderr
+
+
+def test_cli_list_missing_store(cli: SnapshotCli) -> None:
+    result = cli.run("list")
+
+    assert result.returncode == 1
+    assert f"No snapshot store at {cli.store}" in result.stderr

@@ -76,6 +76,14 @@ def test_bad_bodies(raw: bytes, error: type[Exception]) -> None:
         parse_run_request(raw, {})
 
 
+def test_lone_node_without_class_type() -> None:
+    with pytest.raises(InvalidWorkflowError) as caught:
+        parse_run_request(body({"1": {"inputs": {}}}), {})
+
+    assert caught.value.details == {"node_id": "1"}
+    assert "has no class_type" in caught.value.message
+
+
 def test_missing_class_type_names_node() -> None:
     with pytest.raises(InvalidWorkflowError) as caught:
         parse_run_request(body({"1": {"class_type": "X"}, "7": {"inputs": {}}}), {})
