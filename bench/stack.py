@@ -52,7 +52,7 @@ def running_stack(extra: dict[str, str] | None = None) -> Iterator[Stack]:
 
 
 def workflow(prefix: str, width: int = 64) -> dict:
-    """A trivial job: an empty image saved once."""
+    """Build a trivial job: an empty image, saved once."""
     return {
         "1": {"class_type": "EmptyImage",
               "inputs": {"width": width, "height": 64, "batch_size": 1, "color": 0}},

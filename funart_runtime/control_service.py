@@ -20,11 +20,11 @@ from .settings import Settings
 from .snapshots.store import SnapshotStore
 from .storage import Credentials, ObjectStore
 from .tasks import TaskStore, check_task_id
+from .workspace_service import DEV_PREFIX
 
 logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "api-"
-DEV_PREFIX = "dev-"
 # Settings that describe the workspace only; a new api function does not inherit them.
 _WORKSPACE_ONLY = {"FUNART_BASE_MANIFEST", "FUNART_GITHUB_MIRROR", "FUNART_PIP_INDEX_URL",
                    "FUNART_SNAPSHOT_TIMEOUT_S"}

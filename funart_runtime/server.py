@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from .errors import FunartError
+from .errors import BadRequestError, FunartError
 from .logs import prompt_id_var, request_id_var, task_id_var
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,23 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> FunartError:
         code="NOT_FOUND" if exc.status == 404 else "HTTP_ERROR",
         status=exc.status,
     )
+
+
+def lower_headers(request: web.Request) -> dict[str, str]:
+    """Return the request's headers with lower-case names, as services look them up."""
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """Read the body as a JSON object (an empty body is ``{}``); raise a 400 otherwise."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as exc:
+        raise BadRequestError(f"The request body is not valid JSON: {exc}.",
+                              code="INVALID_JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("The request body must be a JSON object.", code="INVALID_JSON")
+    return body
 
 
 async def run_blocking(request: web.Request, function: Callable[..., T], *args: Any) -> T:

@@ -1,6 +1,6 @@
 """Task status documents in OSS, readable by any instance.
 
-``<prefix>/tasks/<task_id>/status.json`` holds ``{task_id, status, progress,
+``<prefix>/tasks/<task_id>/status.json`` contains ``{task_id, status, progress,
 result | error, created_at, updated_at}`` and is rewritten on every state change;
 progress rewrites are throttled. ``<prefix>/tasks/<task_id>/cancel.json`` marks a
 cancel request made on another instance.

@@ -1,8 +1,8 @@
 """Checks that a URL the runtime will call points at a public address.
 
-Webhook targets (and later input URLs) come from callers. Unless
+Webhook targets and input URLs come from callers. Unless
 FUNART_ALLOW_PRIVATE_URLS is set, loopback, private, link-local, shared (CGNAT, which
-holds Alibaba Cloud's metadata address 100.100.100.200) and other non-global addresses
+contains Alibaba Cloud's metadata address 100.100.100.200) and other non-global addresses
 are rejected, after DNS resolution.
 """
 

@@ -12,7 +12,14 @@ from aiohttp import web
 
 from funart_runtime.api_service import ApiService, RequestContext
 from funart_runtime.errors import FunartError
-from funart_runtime.server import build_app, error_response, request_id, run_blocking, task_id
+from funart_runtime.server import (
+    build_app,
+    error_response,
+    lower_headers,
+    request_id,
+    run_blocking,
+    task_id,
+)
 from funart_runtime.settings import Settings
 from funart_runtime.workflow import RunRequest, parse_run_request
 
@@ -62,7 +69,7 @@ async def status(request: web.Request) -> web.Response:
     """``GET /api/serverless/status?task_id=``: the task's status document."""
     service = request.app[SERVICE_KEY]
     document = await run_blocking(
-        request, service.status, request.query.get("task_id"), _headers(request)
+        request, service.status, request.query.get("task_id"), lower_headers(request)
     )
     return web.json_response(document)
 
@@ -71,7 +78,7 @@ async def cancel(request: web.Request) -> web.Response:
     """``POST /api/serverless/cancel?task_id=``: interrupt or dequeue the task's job."""
     service = request.app[SERVICE_KEY]
     code, document = await run_blocking(
-        request, service.cancel, request.query.get("task_id"), _headers(request)
+        request, service.cancel, request.query.get("task_id"), lower_headers(request)
     )
     return web.json_response(document, status=code)
 
@@ -82,7 +89,7 @@ async def _parse(request: web.Request) -> tuple[RunRequest, RequestContext]:
     context = RequestContext(
         request_id=request_id(request),
         task_id=task_id(request),
-        headers=_headers(request),
+        headers=lower_headers(request),
         is_async=invocation.lower() == "async",
     )
     return run_request, context
@@ -138,9 +145,6 @@ async def _send(response: web.StreamResponse, name: str, data: dict[str, Any]) -
         return False
     return True
 
-
-def _headers(request: web.Request) -> dict[str, str]:
-    return {name.lower(): value for name, value in request.headers.items()}
 
 
 async def _stop_comfyui(app: web.Application) -> None:

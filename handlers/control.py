@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 from funart_runtime.control_service import ControlService
-from funart_runtime.errors import BadRequestError
-from funart_runtime.server import build_app, run_blocking
+from funart_runtime.server import build_app, json_object, lower_headers, run_blocking
 from funart_runtime.settings import Settings
 
 SERVICE_KEY = web.AppKey("control_service", ControlService)
@@ -29,53 +25,40 @@ def create_app(settings: Settings, service: ControlService | None = None) -> web
 
 
 async def publish(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     service = request.app[SERVICE_KEY]
-    result = await run_blocking(request, service.publish, body, _headers(request))
+    result = await run_blocking(request, service.publish, body, lower_headers(request))
     return web.json_response(result, status=201)
 
 
 async def versions(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    return web.json_response(await run_blocking(request, service.versions, _headers(request)))
+    return web.json_response(await run_blocking(request, service.versions, lower_headers(request)))
 
 
 async def rollback(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     service = request.app[SERVICE_KEY]
     return web.json_response(
-        await run_blocking(request, service.rollback, body.get("version"), _headers(request)))
+        await run_blocking(request, service.rollback, body.get("version"), lower_headers(request)))
 
 
 async def delete_version(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     return web.json_response(await run_blocking(
-        request, service.delete_version, request.match_info["version"], _headers(request)))
+        request, service.delete_version, request.match_info["version"], lower_headers(request)))
 
 
 async def task(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     return web.json_response(await run_blocking(
-        request, service.task, request.match_info["task_id"], _headers(request)))
+        request, service.task, request.match_info["task_id"], lower_headers(request)))
 
 
 async def logs(request: web.Request) -> web.Response:
     """``GET /api/logs?function=&from=&to=&request_id=&task_id=&q=&limit=``."""
     service = request.app[SERVICE_KEY]
     return web.json_response(await run_blocking(
-        request, service.logs, dict(request.query), _headers(request)))
+        request, service.logs, dict(request.query), lower_headers(request)))
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except ValueError as exc:
-        raise BadRequestError(f"The request body is not valid JSON: {exc}.",
-                              code="INVALID_JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("The request body must be a JSON object.", code="INVALID_JSON")
-    return body
-
-
-def _headers(request: web.Request) -> dict[str, str]:
-    return {name.lower(): value for name, value in request.headers.items()}

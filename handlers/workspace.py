@@ -7,7 +7,6 @@ reverse proxy, so the ComfyUI UI works through the function's URL.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from aiohttp import web
 from funart_runtime.errors import BadRequestError
 from funart_runtime.models import model_target
 from funart_runtime.proxy import ComfyProxy
-from funart_runtime.server import build_app, run_blocking
+from funart_runtime.server import build_app, json_object, run_blocking
 from funart_runtime.settings import Settings
 from funart_runtime.workspace_service import WorkspaceService
 
@@ -71,7 +70,7 @@ async def install_node(request: web.Request) -> web.Response:
         data = await request.read()
         result = await run_blocking(request, service.install_archive_node, data, name)
     else:
-        body = await _json_object(request)
+        body = await json_object(request)
         url = body.get("url")
         if not isinstance(url, str):
             raise BadRequestError('Missing url: send {"url": "https://github.com/…", '
@@ -83,7 +82,7 @@ async def install_node(request: web.Request) -> web.Response:
 
 async def download_model(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    body = await _json_object(request)
+    body = await json_object(request)
     return web.json_response(await run_blocking(request, service.download_model, body),
                              status=201)
 
@@ -128,16 +127,6 @@ def _drain(chunks: queue.Queue[Any]) -> Iterator[bytes]:
     while (chunk := chunks.get()) is not _END:
         yield chunk
 
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except ValueError as exc:
-        raise BadRequestError(f"The request body is not valid JSON: {exc}.",
-                              code="INVALID_JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("The request body must be a JSON object.", code="INVALID_JSON")
-    return body
 
 
 async def _shutdown(app: web.Application) -> None:

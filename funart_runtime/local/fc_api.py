@@ -2,9 +2,9 @@
 
 The real ``alibabacloud-fc20230330`` SDK talks to it over loopback (endpoint
 ``127.0.0.1:<port>``, protocol http). Functions, their async and scaling
-configuration and async tasks live in memory. Invocations are forwarded to a local
-instance registered with ``register_instance``; async ones get 202 at once, as on FC,
-and are delivered in the background with FC's headers.
+configuration and async tasks live in memory. Invocations go to the local instance
+that the ``instance_url`` hook returns. Async ones get 202 at once, as on FC, and are
+delivered in the background with FC's headers.
 """
 
 from __future__ import annotations
@@ -50,14 +50,9 @@ class LocalFcApi:
         self.async_configs: dict[str, dict[str, Any]] = {}
         self.scaling_configs: dict[str, dict[str, Any]] = {}
         self.tasks: dict[str, dict[str, dict[str, Any]]] = {}
-        self.instances: dict[str, str] = {}
         self.updates: list[str] = []
         self.on_update = on_update
         self.instance_url = instance_url
-
-    def register_instance(self, function: str, url: str) -> None:
-        """Route invocations of ``function`` to the server at ``url``."""
-        self.instances[function] = url.rstrip("/")
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -164,9 +159,7 @@ class LocalFcApi:
         task["events"].append({"status": task["status"], "timestamp": _now_ms()})
 
     async def _deliver(self, name: str, body: bytes, headers: dict[str, str]) -> web.Response:
-        url = self.instances.get(name)
-        if self.instance_url is not None:
-            url = await self.instance_url(name)
+        url = await self.instance_url(name) if self.instance_url is not None else None
         if url is None:
             return _error(503, "FunctionNotStarted", f"no local instance of '{name}'")
         request_id = uuid.uuid4().hex

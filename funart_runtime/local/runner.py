@@ -84,7 +84,7 @@ class Instance:
 
 
 def in_namespace(layout: Layout, tree: Path, venv: Path, command: list[str]) -> list[str]:
-    """Wrap ``command`` so it sees ``tree`` and ``venv`` at the image paths."""
+    """Wrap ``command`` so ``tree`` and ``venv`` are mounted at the image paths."""
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", _MOUNT_SCRIPT, "sh",
             str(tree), str(venv), str(layout.image / "comfyui"), str(layout.image / "venv"),
             *command]

@@ -45,7 +45,7 @@ def wait_for_status(api: ApiHarness, task_id: str, wanted: set[str], timeout_s: 
 @pytest.fixture(scope="module")
 def second_api(tmp_path_factory: pytest.TempPathFactory, comfy_env: devstack.ComfyEnv,
                comfy_tree: Path, moto: devstack.MotoServer) -> Iterator[ApiHarness]:
-    """A second instance on the same OSS, never initialized: it answers from OSS only."""
+    """A second instance on the same OSS, never initialized: it reads task state from OSS only."""
     harness = start_api(tmp_path_factory, comfy_env, comfy_tree, moto, "second", initialize=False)
     yield harness
     harness.server.stop()
@@ -218,7 +218,7 @@ def test_stream_disconnect_does_not_cancel(api: ApiHarness) -> None:
                        data=json.dumps(wf.slow(steps=6, delay=0.3, prefix="gone/x")),
                        headers={"x-fc-request-id": task_id}) as response:
         next(response.iter_lines())
-    # The sync job has no OSS status document; this instance still knows it while it runs.
+    # The sync job has no OSS status document, but this instance tracks it while it runs.
     running = api.status(task_id)
     assert running.status_code == 200
     assert running.json()["status"] in {"queued", "running"}
@@ -230,7 +230,7 @@ def test_stream_disconnect_does_not_cancel(api: ApiHarness) -> None:
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that records requests and answers a set status."""
+    """A webhook receiver on 127.0.0.1 that records requests and responds with a set status."""
 
     def __init__(self, status: int) -> None:
         self.status = status

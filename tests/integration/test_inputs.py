@@ -24,7 +24,7 @@ NAME = "my image 图.png"
 
 
 class FileServer:
-    """Serves test files on 127.0.0.1, with redirects and bad answers on purpose."""
+    """Serves test files on 127.0.0.1, with redirects and bad responses on purpose."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, str]] = {
